@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine: `make gate` (the gate) and `make test` (our tests).
+# Both set up a .venv with the pinned packages and Debian's prometheus/alertmanager first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup gate test smoke clean system-packages
+
+setup: $(STAMP) system-packages
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Prometheus and Alertmanager are real processes in the monitoring scenarios.
+system-packages:
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "The gate needs the Debian packages:$$missing. Install them as root:"; \
+	    echo "  apt-get install$$missing"; exit 1; \
+	  fi; \
+	fi
+
+gate: setup
+	$(PY) -m pytest scenarios $(PYTEST_ARGS)
+
+smoke: setup
+	$(PY) -m pytest scenarios -m smoke $(PYTEST_ARGS)
+
+test: setup
+	$(PY) -m pytest tests scenarios $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) reports/out build *.egg-info

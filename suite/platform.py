@@ -1,0 +1,150 @@
+"""The platform manifest: the YAML file that describes the platform the gate verifies."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from suite.errors import PlatformError
+
+def _reference_dir() -> Path:
+    """The reference platform: `deploy/` in a checkout, `suite/reference/` in an installed copy."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "deploy"
+    return checkout if (checkout / "platform.yaml").is_file() else here / "reference"
+
+
+REFERENCE_DIR = _reference_dir()
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than extensions: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(min_length=1)
+    alias: str = Field(default="A", min_length=1)
+    golden: Optional[str] = None  # path to the golden set, relative to the manifest
+
+
+class EnvironmentSpec(_Strict):
+    namespace: str = Field(min_length=1)
+    release: str = Field(min_length=1)
+    alert_receiver: Optional[str] = None
+    alert_namespaces: Optional[List[str]] = None
+    protected: Optional[bool] = None
+
+
+PerEnvPaths = Union[str, Dict[str, str]]
+
+
+class MonitoringSpec(_Strict):
+    rules: Optional[PerEnvPaths] = None
+    alertmanager: Optional[Dict[str, str]] = None
+    dashboard: Optional[str] = None
+
+
+class DeployerSpec(_Strict):
+    command: str = Field(default="builtin", min_length=1)
+
+
+class PlatformSpec(_Strict):
+    model: ModelSpec
+    environments: Dict[str, EnvironmentSpec] = Field(min_length=1)
+    monitoring: Optional[MonitoringSpec] = None
+    deployer: DeployerSpec = DeployerSpec()
+
+
+class Platform:
+    """A validated manifest plus the folder its relative paths are resolved against."""
+
+    def __init__(self, spec: PlatformSpec, path: Path):
+        self.spec = spec
+        self.path = path
+        self.base_dir = path.parent
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.spec.model
+
+    @property
+    def environments(self) -> Dict[str, EnvironmentSpec]:
+        return self.spec.environments
+
+    def resolve(self, relative: str) -> Path:
+        """Return a manifest path made absolute; manifest paths are relative to its folder."""
+        return (self.base_dir / relative).resolve()
+
+    def golden_path(self) -> Path:
+        if self.model.golden:
+            return self.resolve(self.model.golden)
+        return REFERENCE_DIR / "golden" / f"{self.model.name}.json"
+
+    def __repr__(self) -> str:
+        return f"Platform({str(self.path)!r}, envs={sorted(self.environments)})"
+
+
+def default_platform_path() -> Path:
+    return REFERENCE_DIR / "platform.yaml"
+
+
+def load_platform(path: Union[str, Path]) -> Platform:
+    """Read and validate a manifest; every problem becomes a PlatformError saying what to fix."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise PlatformError(
+            f"platform manifest {path} does not exist. Expected a YAML file describing your "
+            f"platform (see {default_platform_path()} for the reference one); pass it with --platform."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PlatformError(f"platform manifest {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise PlatformError(
+            f"platform manifest {path} must be a YAML mapping with keys 'model' and "
+            f"'environments'; it holds a {type(raw).__name__}."
+        )
+    try:
+        spec = PlatformSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise PlatformError(f"platform manifest {path} is invalid:\n{_explain(exc)}") from exc
+    platform = Platform(spec, path)
+    _check_files_exist(platform)
+    return platform
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {where}: unknown key; check its spelling against the README")
+        elif err["type"] == "missing":
+            lines.append(f"  - {where}: required key is missing")
+        else:
+            lines.append(f"  - {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _check_files_exist(platform: Platform) -> None:
+    named: List[str] = []
+    if platform.model.golden:
+        named.append(platform.model.golden)
+    mon = platform.spec.monitoring
+    if mon is not None:
+        for value in (mon.rules, mon.alertmanager, mon.dashboard):
+            if isinstance(value, str):
+                named.append(value)
+            elif isinstance(value, dict):
+                named.extend(value.values())
+    missing = [p for p in named if not platform.resolve(p).is_file()]
+    if missing:
+        raise PlatformError(
+            f"platform manifest {platform.path} names files that do not exist (paths are "
+            f"relative to the manifest's folder {platform.base_dir}): "
+            + ", ".join(str(platform.resolve(p)) for p in missing)
+        )

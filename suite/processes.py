@@ -1,0 +1,187 @@
+"""Server processes of the embedded stack: own process group, readiness wait, sure stop.
+
+Start-and-wait is mirakuru's (each process in its own session, HTTP readiness check, kill of
+the whole group); this module adds log files, error messages with the log tail, a short
+SIGTERM grace before SIGKILL, and the watchdog that ends everything if the gate is killed.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from mirakuru import HTTPExecutor, SimpleExecutor
+from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
+
+from suite.errors import StackStartError
+
+LOG_TAIL_LINES = 30
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines))
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+class Watchdog:
+    """The gate's side of `suite.watchdog`: registers process groups to end if we die."""
+
+    _instance: Optional["Watchdog"] = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "suite.watchdog"],
+            stdin=subprocess.PIPE, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        )
+        self._lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> "Watchdog":
+        with cls._guard:
+            if cls._instance is None or cls._instance._proc.poll() is not None:
+                cls._instance = Watchdog()
+            return cls._instance
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+
+def _source_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+class ServerProcess:
+    """One server: started in its own process group, logged to a file, waited on over HTTP."""
+
+    def __init__(self, name: str, argv: Sequence[str], ready_url: str, log_path: Path,
+                 env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
+                 start_timeout: float = 60.0, stop_grace: float = 3.0):
+        self.name = name
+        self.argv = list(argv)
+        self.ready_url = ready_url
+        self.log_path = Path(log_path)
+        self.env = env
+        self.cwd = cwd
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self._executor: Optional[HTTPExecutor] = None
+        self._log = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        proc = self._executor.process if self._executor else None
+        return proc.pid if proc else None
+
+    def running(self) -> bool:
+        return bool(self._executor and self._executor.running())
+
+    def start(self) -> None:
+        """Start and block until `ready_url` answers 2xx; fail with the log tail otherwise."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "a")
+        self._executor = HTTPExecutor(
+            self.argv, url=self.ready_url, method="GET", timeout=self.start_timeout, sleep=0.05,
+            request_timeout=2.0, envvars=self.env, cwd=str(self.cwd) if self.cwd else None,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        executor = self._executor
+        if executor.pre_start_check():
+            raise StackStartError(f"{self.name}: something already answers {self.ready_url}; "
+                                  f"the port was taken between choosing and binding it. Run again.")
+        # mirakuru's Executor.start() in two steps, so the group is handed to the watchdog
+        # before the (possibly long) readiness wait, not after it.
+        SimpleExecutor.start(executor)
+        Watchdog.shared().watch(executor.process.pid)
+        try:
+            executor.wait_for(executor.check_subprocess)
+        except ProcessExitedWithError as exc:
+            self.kill()
+            raise StackStartError(self._explain(f"exited during start-up ({exc.exit_code})")) from None
+        except TimeoutExpired:
+            self.kill()
+            raise StackStartError(self._explain(
+                f"did not answer {self.ready_url} within {self.start_timeout:.0f} s")) from None
+
+    def _explain(self, what: str) -> str:
+        return (f"{self.name} {what}. Command: {' '.join(self.argv)}\n"
+                f"Last lines of its log {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        """SIGTERM the group, SIGKILL it after the grace period. Idempotent."""
+        executor = self._executor
+        if executor is None or executor.process is None:
+            return
+        pid = executor.process.pid
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            executor.process.wait(timeout=self.stop_grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now (also how a chaos scenario crashes a server)."""
+        executor = self._executor
+        if executor is None:
+            return
+        pid = executor.process.pid if executor.process else None
+        try:
+            executor.kill(wait=True, sig=signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if pid is not None:
+            _kill_group_quietly(pid)  # children that outlived the leader (e.g. backend stubs)
+            Watchdog.shared().forget(pid)
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def _kill_group_quietly(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all(servers: List[ServerProcess]) -> None:
+    """Stop servers in parallel, so teardown costs one grace period, not one per server."""
+    threads = [threading.Thread(target=s.stop, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

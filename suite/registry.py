@@ -1,0 +1,162 @@
+"""The MLflow model registry: the embedded tracking server, and the deploy path's client."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import yaml
+
+from suite.errors import RegistryError
+from suite.processes import ServerProcess, free_port
+
+# MLflow's client retries an unreachable server for minutes by default; a deploy should fail
+# in seconds and say why. Users may still raise these through the environment.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+class MlflowServer:
+    """`mlflow server` with a sqlite store and a local artifact store, on 127.0.0.1."""
+
+    def __init__(self, workdir: Path, start_timeout: float = 90.0):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.start_timeout = start_timeout
+        self.process: Optional[ServerProcess] = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "mlflow", "server",
+                "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
+                "--artifacts-destination", str(self.workdir / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        # The job runner and huey consumers are not needed and would outlive a careless stop.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.process = ServerProcess("mlflow server", argv, ready_url=f"{self.uri}/health",
+                                     log_path=self.workdir / "mlflow.log", env=env, cwd=self.workdir,
+                                     start_timeout=self.start_timeout, stop_grace=3.0)
+        self.process.start()
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str
+    alias: str  # the alias it was resolved through, "" when asked by number
+
+
+class Registry:
+    """What the deploy path needs from MLflow: resolve, download, and (for fixtures) register."""
+
+    def __init__(self, tracking_uri: str):
+        from mlflow import MlflowClient  # heavy import, paid only when a registry is used
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def resolve(self, name: str, alias: Optional[str] = None, version: Optional[int] = None) -> RegisteredVersion:
+        from mlflow.exceptions import MlflowException
+
+        if (alias is None) == (version is None):
+            raise RegistryError("give exactly one of an alias or a version to deploy")
+        try:
+            if version is not None:
+                mv = self.client.get_model_version(name, str(version))
+            else:
+                mv = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            raise RegistryError(self._explain_missing(name, alias, version, exc)) from None
+        return RegisteredVersion(name, int(mv.version), mv.run_id or "", alias or "")
+
+    def _explain_missing(self, name: str, alias: Optional[str], version: Optional[int], exc: Exception) -> str:
+        from mlflow.exceptions import MlflowException
+
+        wanted = f"alias {alias!r}" if alias is not None else f"version {version}"
+        if getattr(exc, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return (f"cannot reach the MLflow registry at {self.tracking_uri} to resolve {wanted} of "
+                    f"model {name!r}: {str(exc).splitlines()[0]}. Check MLFLOW_TRACKING_URI and that "
+                    f"the server is up.")
+        try:
+            model = self.client.get_registered_model(name)
+            versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name='{name}'"))
+            aliases = dict(model.aliases or {})
+            seen = f"it has versions {versions} and aliases {aliases}"
+        except MlflowException:
+            seen = "no registered model of that name exists"
+        return (f"{wanted} of model {name!r} is not in the MLflow registry at {self.tracking_uri}; "
+                f"{seen}. Register the model or point the alias at a version "
+                f"(MlflowClient().set_registered_model_alias({name!r}, 'A', <version>)).")
+
+    def download_model_file(self, name: str, version: int, dest: Path, filename: str = "model.onnx") -> Path:
+        """Download registry version N and place its ONNX file at `dest/filename`."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        dest.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=str(scratch),
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+            onnx_file = local / _onnx_filename(local)
+            if not onnx_file.is_file():
+                raise RegistryError(f"registry version {version} of {name!r} has no ONNX file "
+                                    f"{onnx_file.name} in its artifacts ({sorted(os.listdir(local))}).")
+            shutil.move(str(onnx_file), dest / filename)
+            return dest / filename
+        except MlflowException as exc:
+            raise RegistryError(f"downloading version {version} of {name!r} from {self.tracking_uri} "
+                                f"failed: {str(exc).splitlines()[0]}") from None
+        except OSError as exc:
+            raise RegistryError(f"downloading version {version} of {name!r} failed: {exc}") from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    # -- registering (used by fixtures and by platform teams' training jobs) --------------
+
+    def register_onnx(self, name: str, model: bytes, alias: Optional[str] = None,
+                      tags: Optional[Dict[str, str]] = None) -> RegisteredVersion:
+        import mlflow
+        import mlflow.onnx
+        import onnx
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_experiment("triton-gate")
+        with mlflow.start_run() as run:
+            if tags:
+                mlflow.set_tags(tags)
+            info = mlflow.onnx.log_model(onnx.load_from_string(model), name="model",
+                                         registered_model_name=name, save_as_external_data=False)
+        version = int(info.registered_model_version)
+        if alias:
+            self.client.set_registered_model_alias(name, alias, str(version))
+        return RegisteredVersion(name, version, run.info.run_id, alias or "")
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+
+def _onnx_filename(model_dir: Path) -> str:
+    """The ONNX file an MLflow model folder names in its MLmodel file."""
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        return mlmodel["flavors"]["onnx"]["data"]
+    except (OSError, KeyError, TypeError) as exc:
+        raise RegistryError(f"{model_dir} is not an MLflow ONNX model (MLmodel without an onnx "
+                            f"flavor: {exc!r}); register it with mlflow.onnx.log_model.") from None

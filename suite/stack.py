@@ -1,0 +1,84 @@
+"""The embedded stack (`--target local`): an MLflow server and one Triton server per environment."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+from suite.processes import stop_all
+from suite.registry import MlflowServer, Registry
+from suite.triton_client import TritonControl
+from suite.triton_server import TritonRuntime, TritonServer
+
+
+@dataclass
+class Environment:
+    """One environment of a running stack: its repository, its server and a client for it."""
+
+    name: str
+    repository: Path
+    server: TritonServer
+    triton: TritonControl
+
+
+class LocalStack:
+    """Everything on 127.0.0.1, free ports, one process group per server, logs under `workdir`."""
+
+    def __init__(self, workdir: Path, env_names: Iterable[str]):
+        self.workdir = Path(workdir)
+        self.env_names: List[str] = list(env_names)
+        self.mlflow = MlflowServer(self.workdir / "mlflow")
+        self.runtime = TritonRuntime(self.workdir / "tritonserver")
+        self.environments: Dict[str, Environment] = {}
+        self.timings: Dict[str, float] = {}
+        self._registry: Optional[Registry] = None
+
+    @property
+    def repository_root(self) -> Path:
+        return self.workdir / "model-repository"
+
+    def start(self) -> "LocalStack":
+        """Start MLflow and every Triton in parallel: start-up costs the slowest one, not the sum."""
+        begin = time.perf_counter()
+        self.runtime.prepare()
+        for name in self.env_names:
+            repository = self.repository_root / name
+            server = TritonServer(name, self.runtime, repository, self.workdir / "logs" / f"triton-{name}.log")
+            self.environments[name] = Environment(
+                name, repository, server, TritonControl(server.endpoints.http, server.endpoints.metrics))
+        jobs = {"mlflow": self.mlflow.start}
+        jobs.update({f"triton-{n}": e.server.start for n, e in self.environments.items()})
+        try:
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                futures = {name: pool.submit(self._timed, name, job) for name, job in jobs.items()}
+                for future in futures.values():
+                    future.result()  # re-raises the first StackStartError
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["stack"] = time.perf_counter() - begin
+        return self
+
+    def _timed(self, name: str, job) -> None:
+        begin = time.perf_counter()
+        job()
+        self.timings[name] = time.perf_counter() - begin
+
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.mlflow.uri)
+        return self._registry
+
+    def stop(self) -> None:
+        processes = [e.server.process for e in self.environments.values() if e.server.process]
+        if self.mlflow.process:
+            processes.append(self.mlflow.process)
+        stop_all(processes)
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Python-based Triton backends copied into the embedded Triton's backend directory."""

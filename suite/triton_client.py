@@ -1,0 +1,165 @@
+"""Talking to a Triton server over its real HTTP API (tritonclient), and reading its metrics."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import requests
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from suite.errors import TritonError
+from suite.golden import triton_datatype
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: Optional[int]
+    state: str
+    reason: str
+
+
+class TritonControl:
+    """Control and inference calls on one server. Safe to share between threads."""
+
+    def __init__(self, http_url: str, metrics_url: Optional[str] = None, timeout: float = 30.0):
+        self.http_url = http_url.rstrip("/")
+        self.metrics_url = metrics_url
+        self.timeout = timeout
+        self._local = threading.local()  # tritonclient's HTTP client is not thread-safe
+
+    def _client(self, timeout: Optional[float] = None) -> httpclient.InferenceServerClient:
+        timeout = timeout or self.timeout
+        key = f"client_{timeout}"
+        client = getattr(self._local, key, None)
+        if client is None:
+            host = self.http_url.split("://", 1)[-1]
+            client = httpclient.InferenceServerClient(host, connection_timeout=timeout,
+                                                      network_timeout=timeout)
+            setattr(self._local, key, client)
+        return client
+
+    # -- health and state ---------------------------------------------------------------
+
+    def live(self) -> bool:
+        return self._safe(lambda c: c.is_server_live())
+
+    def ready(self) -> bool:
+        return self._safe(lambda c: c.is_server_ready())
+
+    def model_ready(self, model: str, version: Optional[int] = None) -> bool:
+        return self._safe(lambda c: c.is_model_ready(model, "" if version is None else str(version)))
+
+    def _safe(self, call) -> bool:
+        try:
+            return bool(call(self._client(5.0)))
+        except (InferenceServerException, OSError, ConnectionError):
+            return False
+
+    def index(self) -> List[IndexEntry]:
+        try:
+            entries = self._client().get_model_repository_index()
+        except InferenceServerException as exc:
+            raise TritonError(f"repository index of {self.http_url} failed: {exc}") from exc
+        return [IndexEntry(e["name"], int(e["version"]) if e.get("version", "").isdigit() else None,
+                           e.get("state", ""), e.get("reason", "")) for e in entries]
+
+    def ready_versions(self, model: str) -> List[int]:
+        return sorted(e.version for e in self.index()
+                      if e.name == model and e.state == "READY" and e.version is not None)
+
+    def wait_version_ready(self, model: str, version: int, timeout: float) -> None:
+        """Wait until `version` is READY and no other version of the model is still loading or
+        unloading (Triton unloads the old version only after the new one is READY), or raise
+        with the index as evidence."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = [e for e in self.index() if e.name == model]
+            settled = not any(e.state in ("LOADING", "UNLOADING") for e in entries)
+            if settled and self.model_ready(model, version) and version in self.ready_versions(model):
+                return
+            if time.monotonic() >= deadline:
+                raise TritonError(
+                    f"{model} version {version} is not READY on {self.http_url} after {timeout:.1f} s; "
+                    f"repository index: {[e.__dict__ for e in self.index() if e.name == model]}")
+            time.sleep(0.05)
+
+    # -- model control --------------------------------------------------------------------
+
+    def load(self, model: str, config_json: Optional[str] = None) -> None:
+        """Load (or reload) a model; with `config_json` the on-disk config is not used."""
+        try:
+            self._client(max(self.timeout, 120.0)).load_model(model, config=config_json)
+        except InferenceServerException as exc:
+            raise TritonError(f"Triton refused to load {model}: {exc.message()}") from exc
+
+    def unload(self, model: str) -> None:
+        try:
+            self._client().unload_model(model)
+        except InferenceServerException as exc:
+            raise TritonError(f"Triton refused to unload {model}: {exc.message()}") from exc
+
+    def metadata(self, model: str, version: Optional[int] = None) -> dict:
+        return self._client().get_model_metadata(model, "" if version is None else str(version))
+
+    # -- inference -------------------------------------------------------------------------
+
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray], output_names: Sequence[str],
+              version: Optional[int] = None, timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
+        """One inference over HTTP; raises TritonError on any failure, timeouts included."""
+        tensors = []
+        for name, array in inputs.items():
+            tensor = httpclient.InferInput(name, list(array.shape), triton_datatype(array))
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        wanted = [httpclient.InferRequestedOutput(n) for n in output_names]
+        try:
+            result = self._client(timeout).infer(model, tensors, model_version="" if version is None
+                                                 else str(version), outputs=wanted)
+        except InferenceServerException as exc:
+            raise TritonError(f"inference on {model} v{version} failed: {exc.message()}") from exc
+        except Exception as exc:  # socket timeouts and resets surface as various types
+            raise TritonError(f"inference on {model} v{version} failed: {type(exc).__name__}: {exc}") from exc
+        return {n: result.as_numpy(n) for n in output_names}
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def metrics(self) -> "MetricSamples":
+        if not self.metrics_url:
+            raise TritonError("no metrics URL is known for this server")
+        response = requests.get(self.metrics_url, timeout=5)
+        response.raise_for_status()
+        return MetricSamples.parse(response.text)
+
+
+class MetricSamples:
+    """Samples of one /metrics scrape, parsed by prometheus_client."""
+
+    def __init__(self, samples: List[tuple]):
+        self.samples = samples  # (name, labels dict, value)
+
+    @classmethod
+    def parse(cls, text: str) -> "MetricSamples":
+        samples = []
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name = sample.name
+                # prometheus_client names counter samples `<family>_total`; Triton exposes them
+                # without the suffix, and that is the name rules and dashboards use.
+                if family.type == "counter" and name == family.name + "_total":
+                    name = family.name
+                samples.append((name, dict(sample.labels), sample.value))
+        return cls(samples)
+
+    def names(self) -> set:
+        return {name for name, _, _ in self.samples}
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
+        return sum(v for n, l, v in self.samples
+                   if n == name and all(l.get(k) == val for k, val in labels.items()))

@@ -1,0 +1,58 @@
+"""The deploy path engine on the real embedded stack: stage records, rollback, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from suite.checks import check_serves_committed
+from suite.deploy import STAGES
+from suite.model_repo import ModelFolder
+
+
+@pytest.fixture
+def dev(gate_envs, gate_platform, committed):
+    committed("dev")
+    environment = gate_envs["dev"]
+    return environment, ModelFolder(environment.repository, gate_platform.model.name)
+
+
+def test_every_stage_is_recorded_in_order_with_duration_and_outcome(dev, deploy, reference_versions):
+    result = deploy("dev", version=reference_versions["v2"].version)
+    assert result.ok, result.describe()
+    assert [s.name for s in result.stages] == list(STAGES)
+    assert all(s.outcome == "passed" and s.duration_s > 0 for s in result.stages), result.describe()
+    assert result.rollback == []
+    json.dumps(result.to_dict())  # serialisable for reports
+
+
+def test_wrong_answers_fail_smoke_and_roll_back_to_the_committed_version(dev, deploy, make_model_version,
+                                                                         gate_golden):
+    environment, folder = dev
+    committed_before = folder.current_bytes()
+    committed_version = folder.read_current().active_version
+    flipped = make_model_version("flipped")
+    result = deploy("dev", version=flipped.version)
+    assert not result.ok and result.failed_stage == "smoke", result.describe()
+    assert "does not give the golden outputs" in result.error
+    assert [r.outcome for r in result.rollback] == ["passed"] * 4, result.describe()
+    assert folder.current_bytes() == committed_before, "current.json must be byte-for-byte unchanged"
+    assert flipped.version not in folder.versions()
+    quarantined = folder.quarantined(flipped.version)
+    assert len(quarantined) == 1 and (quarantined[0] / "model.onnx").is_file()
+    assert not check_serves_committed(environment.triton, folder, gate_golden, committed_version)
+
+
+def test_unknown_alias_fails_at_register_and_touches_nothing(dev, deploy):
+    environment, folder = dev
+    before = (folder.current_bytes(), folder.versions(), folder.quarantined())
+    result = deploy("dev", alias="does-not-exist")
+    assert not result.ok and result.failed_stage == "register"
+    assert "alias 'does-not-exist'" in result.error and "aliases" in result.error, result.error
+    assert (folder.current_bytes(), folder.versions(), folder.quarantined()) == before
+
+
+def test_unknown_version_names_the_versions_that_exist(dev, deploy):
+    result = deploy("dev", version=9999)
+    assert not result.ok and result.failed_stage == "register"
+    assert "version 9999" in result.error and "has versions" in result.error, result.error

@@ -1,0 +1,45 @@
+"""Golden comparison: exact for labels, within tolerance for probabilities; wrong models fail."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from suite.errors import GoldenMismatch
+from suite.golden import load_golden
+from suite.platform import REFERENCE_DIR
+from suite.reference_model import build_onnx, run_onnx
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_golden(REFERENCE_DIR / "golden" / "best_model.json")
+
+
+@pytest.mark.parametrize("variant", ["v1", "retrained"])
+def test_correct_models_pass(golden, variant):
+    assert golden.compare(run_onnx(build_onnx(variant), golden.inputs)) == []
+
+
+def test_flipped_labels_fail_with_a_precise_message(golden):
+    problems = golden.compare(run_onnx(build_onnx("flipped"), golden.inputs))
+    assert any("'label' differs from golden at 9 of 9" in p for p in problems), problems
+    with pytest.raises(GoldenMismatch, match="does not give the golden outputs"):
+        golden.check(run_onnx(build_onnx("flipped"), golden.inputs), "flipped model")
+
+
+def test_missing_output_and_wrong_shape_are_reported(golden):
+    outputs = run_onnx(build_onnx("v1"), golden.inputs)
+    problems = golden.compare({"label": outputs["label"][:3]})
+    assert any("'probabilities' is missing" in p for p in problems)
+    assert any("'label' has shape [3]" in p for p in problems)
+
+
+def test_any_probability_outside_tolerance_fails(golden):
+    outputs = run_onnx(build_onnx("v1"), golden.inputs)
+    nudged = outputs["probabilities"].copy()
+    nudged[4, 1] += 0.2
+    problems = golden.compare({"label": outputs["label"], "probabilities": nudged})
+    assert problems and "flat index 13" in problems[0]
+    nan = outputs["probabilities"].copy()
+    nan[0, 0] = np.nan
+    assert golden.compare({"label": outputs["label"], "probabilities": nan}), "NaN must not pass"

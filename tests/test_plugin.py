@@ -1,0 +1,107 @@
+"""The pytest plugin, black-box with pytester: options, markers, reports, and the gate itself."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from suite.platform import REFERENCE_DIR
+from tests.proc_utils import wait_group_gone
+
+
+def test_missing_platform_is_a_usage_error(pytester):
+    result = pytester.runpytest_subprocess("--platform", "absent.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*absent.yaml does not exist*--platform*"])
+
+
+def test_invalid_platform_names_the_bad_key(pytester):
+    pytester.makefile(".yaml", platform="model: {name: m}\nenvironments: {dev: {namespace: a, relase: b}}\n")
+    result = pytester.runpytest_subprocess("--platform", "platform.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*environments.dev.relase: unknown key*"])
+
+
+def test_markers_are_declared(pytester):
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.deploy:*", "@pytest.mark.smoke:*", "@pytest.mark.chaos:*"])
+
+
+def test_junit_goes_to_the_report_dir(pytester):
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("--report-dir", "out")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "out" / "junit.xml").is_file()
+    result.stdout.fnmatch_lines(["gate reports: *out/*junit*"])
+
+
+def _broken_golden_platform(tmp: Path) -> Path:
+    """A platform whose golden set expects other labels: every model 'answers wrong'."""
+    golden = json.loads((REFERENCE_DIR / "golden" / "best_model.json").read_text())
+    golden["expected"]["label"]["data"] = [(x + 1) % 3 for x in golden["expected"]["label"]["data"]]
+    (tmp / "golden.json").write_text(json.dumps(golden))
+    manifest = (REFERENCE_DIR / "platform.yaml").read_text().replace("golden/best_model.json", "golden.json")
+    (tmp / "platform.yaml").write_text(manifest)
+    return tmp / "platform.yaml"
+
+
+def test_installed_gate_runs_smoke_scenarios_by_pyargs(pytester):
+    """What a platform team runs from its own repository: no copy of ours around."""
+    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "-m", "smoke", "-q", timeout=300)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes.get("passed", 0) >= 20, outcomes
+
+
+def test_gate_fails_when_the_model_does_not_give_golden_answers(pytester):
+    platform = _broken_golden_platform(pytester.path)
+    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "--platform", str(platform),
+                                           "-m", "smoke", "-x", "-q", timeout=300)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*FAILED at smoke*", "*'label' differs from golden*"])
+
+
+STACK_PROBE = '''
+import json, os, time
+def test_hold_the_stack(gate_stack):
+    groups = [e.server.pid for e in gate_stack.environments.values()] + [gate_stack.mlflow.process.pid]
+    with open(os.environ["PIDS_FILE"], "w") as f:
+        json.dump(groups, f)
+    time.sleep(300)
+'''
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])
+def test_no_server_outlives_the_gate(pytester, how):
+    """Killed by CI (SIGKILL) or interrupted by a person (Ctrl-C): every server group ends in seconds."""
+    pytester.makepyfile(test_probe=STACK_PROBE)
+    pids_file = pytester.path / "pids.json"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_probe.py"],
+                            cwd=pytester.path, env={**os.environ, "PIDS_FILE": str(pids_file)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not pids_file.exists() or not pids_file.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the stack did not start"
+            time.sleep(0.2)
+        groups = json.loads(pids_file.read_text())
+        assert all(_has_members(g) for g in groups)
+        proc.send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGINT)
+        proc.wait(timeout=30)
+        leftovers = {g: wait_group_gone(g, within=8) for g in groups}
+        assert not any(leftovers.values()), f"processes left after {how}: {leftovers}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _has_members(pgid: int) -> bool:
+    from tests.proc_utils import group_members
+    return bool(group_members(pgid))
