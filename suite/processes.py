@@ -106,6 +106,14 @@ class ServerProcess:
     def running(self) -> bool:
         return bool(self._executor and self._executor.running())
 
+    def exit_status(self) -> str:
+        """How the process ended, in words ("killed by SIGKILL", "exit code 1")."""
+        proc = self._executor.process if self._executor else None
+        code = proc.poll() if proc else None
+        if code is None:
+            return "running" if proc else "not started"
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
     def start(self) -> None:
         """Start and block until `ready_url` answers 2xx; fail with the log tail otherwise."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

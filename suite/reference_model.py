@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict
 
@@ -27,6 +28,7 @@ def _iris():
     return X.astype(np.float32), y
 
 
+@lru_cache(maxsize=None)
 def build_onnx(variant: str = "v1") -> bytes:
     """ONNX bytes of the iris classifier: input `input` FP32 [-1,4]; outputs `label`, `probabilities`."""
     from skl2onnx import to_onnx
@@ -45,6 +47,12 @@ def build_onnx(variant: str = "v1") -> bytes:
     onx = to_onnx(model, initial_types=[("input", FloatTensorType([None, 4]))],
                   options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
     return onx.SerializeToString()
+
+
+def build_all() -> None:
+    """Build (and cache) every variant; run in a thread while the stack starts."""
+    for variant in VARIANTS:
+        build_onnx(variant)
 
 
 def run_onnx(model: bytes, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -138,8 +138,10 @@ class Registry:
         with mlflow.start_run() as run:
             if tags:
                 mlflow.set_tags(tags)
+            # Explicit requirements: inferring them spawns a Python subprocess (~2.5 s a version).
             info = mlflow.onnx.log_model(onnx.load_from_string(model), name="model",
-                                         registered_model_name=name, save_as_external_data=False)
+                                         registered_model_name=name, save_as_external_data=False,
+                                         pip_requirements=["onnx", "onnxruntime"])
         version = int(info.registered_model_version)
         if alias:
             self.client.set_registered_model_alias(name, alias, str(version))

@@ -66,6 +66,13 @@ class LocalStack:
         job()
         self.timings[name] = time.perf_counter() - begin
 
+    def dead_servers(self) -> List[str]:
+        """A description, with the log tail, of every server that is no longer running."""
+        servers = [(f"tritonserver[{e.name}]", e.server.process) for e in self.environments.values()]
+        servers.append(("mlflow server", self.mlflow.process))
+        return [f"{name} exited unexpectedly ({proc.exit_status()}). Last lines of its log {proc.log_path}:\n{proc.log_tail()}"
+                for name, proc in servers if proc is not None and not proc.running()]
+
     def registry(self) -> Registry:
         if self._registry is None:
             self._registry = Registry(self.mlflow.uri)

@@ -141,3 +141,8 @@ class TritonServer:
 
     def running(self) -> bool:
         return bool(self.process and self.process.running())
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's pid, which is also its process group id."""
+        return self.process.pid if self.process else None

@@ -105,3 +105,18 @@ def test_no_server_outlives_the_gate(pytester, how):
 def _has_members(pgid: int) -> bool:
     from tests.proc_utils import group_members
     return bool(group_members(pgid))
+
+
+def test_a_server_that_dies_fails_the_session_with_its_log(pytester):
+    pytester.makepyfile(test_dies='''
+import os, signal, time
+def test_a_crash(gate_stack):
+    os.killpg(gate_stack.environments["dev"].server.pid, signal.SIGKILL)
+    time.sleep(0.5)
+def test_next(gate_stack):
+    pass
+''')
+    result = pytester.runpytest_subprocess("-q", timeout=180)
+    assert result.ret == 3
+    result.stdout.fnmatch_lines(["*the embedded stack is broken: tritonserver[[]dev[]] exited unexpectedly "
+                                 "(killed by SIGKILL). Last lines of its log*triton-dev.log*"])
