@@ -1,97 +1,135 @@
-"""Command line: `python -m suite deploy --env dev --model best_model --alias A`.
+"""Command line: `python -m suite deploy --env dev --model best_model --alias A`, `python -m suite recover --env dev`.
 
-Exit status: 0 deployed, 1 deploy failed (rolled back), 2 bad input.
+Exit status: 0 deployed / recovered, 1 deploy failed (rolled back) or recovery incomplete, 2 bad input.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from suite.errors import GateError
+
+# Chaos-testing hook: `GATE_CRASH_AT=after:materialize` makes the deployer SIGKILL itself at that
+# stage boundary, so the crash-consistency sweep can prove `recover` handles every point.
+CRASH_AT_VARIABLE = "GATE_CRASH_AT"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m suite", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     deploy = commands.add_parser("deploy", help="run the deploy path for one model into one environment")
-    deploy.add_argument("--env", required=True, help="environment name (dev, prod, ...)")
-    deploy.add_argument("--model", required=True, help="registered model name")
+    recover = commands.add_parser("recover", help="finish or undo a deploy that was interrupted")
+    for sub in (deploy, recover):
+        sub.add_argument("--env", required=True, help="environment name (dev, prod, ...)")
+        sub.add_argument("--model", default=os.environ.get("GATE_MODEL"),
+                         help="registered model name (env GATE_MODEL)")
+        sub.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                         help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)")
+        sub.add_argument("--triton-url", default=os.environ.get("GATE_TRITON_URL"),
+                         help="Triton HTTP URL, e.g. http://127.0.0.1:8000 (env GATE_TRITON_URL)")
+        sub.add_argument("--model-repository", default=os.environ.get("GATE_MODEL_REPOSITORY"),
+                         help="this environment's model repository folder (env GATE_MODEL_REPOSITORY)")
+        sub.add_argument("--golden", default=os.environ.get("GATE_GOLDEN"),
+                         help="golden set JSON for the smoke check (env GATE_GOLDEN; default: the "
+                         "reference platform's golden set for --model, if it has one)")
+        sub.add_argument("--smoke-timeout", type=float, default=2.0, help="seconds for the smoke inference")
+        sub.add_argument("--lock-timeout", type=float, default=120.0,
+                         help="seconds to wait for another deploy to the same environment")
+        sub.add_argument("--json", action="store_true", help="print the result as JSON")
     which = deploy.add_mutually_exclusive_group(required=True)
     which.add_argument("--alias", help="registry alias selecting the version (the seed uses A)")
     which.add_argument("--version", type=int, help="registry version number")
-    deploy.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                        help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)")
-    deploy.add_argument("--triton-url", default=os.environ.get("GATE_TRITON_URL"),
-                        help="Triton HTTP URL, e.g. http://127.0.0.1:8000 (env GATE_TRITON_URL)")
-    deploy.add_argument("--model-repository", default=os.environ.get("GATE_MODEL_REPOSITORY"),
-                        help="this environment's model repository folder (env GATE_MODEL_REPOSITORY)")
-    deploy.add_argument("--golden", default=os.environ.get("GATE_GOLDEN"),
-                        help="golden set JSON for the smoke check (env GATE_GOLDEN; default: the "
-                        "reference platform's golden set for --model, if it has one)")
-    deploy.add_argument("--smoke-timeout", type=float, default=5.0, help="seconds for the smoke inference")
-    deploy.add_argument("--lock-timeout", type=float, default=120.0,
-                        help="seconds to wait for another deploy to the same environment")
-    deploy.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
+
+
+class _Usage(Exception):
+    pass
 
 
 def _require(value: Optional[str], flag: str, variable: str) -> str:
     if not value:
-        raise SystemExit(_usage(f"{flag} is required (or set {variable})"))
+        raise _Usage(f"{flag} is required (or set {variable})")
     return value
 
 
-def _usage(message: str) -> int:
-    print(f"python -m suite: error: {message}", file=sys.stderr)
-    return 2
-
-
-def deploy_command(args: argparse.Namespace) -> int:
+def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], None]]):
     from suite.deploy import Deployer, DeploySettings, DeployTarget
     from suite.golden import load_golden
     from suite.platform import REFERENCE_DIR
     from suite.registry import Registry
     from suite.triton_client import TritonControl
 
+    model = _require(args.model, "--model", "GATE_MODEL")
     mlflow_uri = _require(args.mlflow_uri, "--mlflow-uri", "MLFLOW_TRACKING_URI")
     triton_url = _require(args.triton_url, "--triton-url", "GATE_TRITON_URL")
     repository = Path(_require(args.model_repository, "--model-repository", "GATE_MODEL_REPOSITORY"))
     if not repository.is_dir():
-        return _usage(f"model repository {repository} is not a folder; pass the environment's "
-                      f"repository (e.g. <root>/{args.env}) with --model-repository")
-    golden_path = Path(args.golden) if args.golden else REFERENCE_DIR / "golden" / f"{args.model}.json"
+        raise _Usage(f"model repository {repository} is not a folder; pass the environment's "
+                     f"repository (e.g. <root>/{args.env}) with --model-repository")
+    golden_path = Path(args.golden) if args.golden else REFERENCE_DIR / "golden" / f"{model}.json"
     if not golden_path.is_file():
-        return _usage(f"no golden set for model {args.model!r} at {golden_path}: the smoke check "
-                      f"compares outputs with one. Pass --golden PATH (or set GATE_GOLDEN).")
+        raise _Usage(f"no golden set for model {model!r} at {golden_path}: the smoke check "
+                     f"compares outputs with one. Pass --golden PATH (or set GATE_GOLDEN).")
     try:
         golden = load_golden(golden_path)
     except GateError as exc:
-        return _usage(str(exc))
+        raise _Usage(str(exc)) from None
     triton = TritonControl(triton_url)
     if not triton.live():
-        return _usage(f"Triton at {triton_url} does not answer /v2/health/live; start it or fix --triton-url")
-    deployer = Deployer(Registry(mlflow_uri), DeployTarget(args.env, repository, triton), args.model, golden,
-                        DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout),
-                        on_stage=_print_stage if not args.json else None)
+        raise _Usage(f"Triton at {triton_url} does not answer /v2/health/live; start it or fix --triton-url")
+    return Deployer(Registry(mlflow_uri), DeployTarget(args.env, repository, triton), model, golden,
+                    DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout),
+                    on_stage=on_stage)
+
+
+def _stage_hook(printing: bool) -> Callable[[str, str], None]:
+    crash_at = os.environ.get(CRASH_AT_VARIABLE, "")
+
+    def hook(when: str, stage: str) -> None:
+        if printing and when == "before":
+            print(f"-> {stage}", flush=True)
+        if crash_at and crash_at == f"{when}:{stage}":
+            print(f"!! {CRASH_AT_VARIABLE}={crash_at}: killing myself (SIGKILL)", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    deployer = _deployer(args, _stage_hook(printing=not args.json))
     result = deployer.deploy(alias=args.alias, version=args.version)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.describe())
     return 0 if result.ok else 1
 
 
-def _print_stage(when: str, stage: str) -> None:
-    if when == "before":
-        print(f"-> {stage}", flush=True)
+def recover_command(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    deployer = _deployer(args, _stage_hook(printing=False))
+    records = deployer.recover()
+    if args.json:
+        print(json.dumps([asdict(r) for r in records], indent=2))
+    else:
+        print(f"recover {deployer.model} in {args.env}:")
+        for r in records:
+            print(f"  {r.name:<18} {r.outcome:<8} {r.duration_s * 1000:8.1f} ms  {r.detail}")
+    return 0 if all(r.outcome == "passed" for r in records) else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "deploy":
-        return deploy_command(args)
-    return _usage(f"unknown command {args.command}")
+    try:
+        if args.command == "deploy":
+            return deploy_command(args)
+        return recover_command(args)
+    except _Usage as exc:
+        print(f"python -m suite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

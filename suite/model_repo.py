@@ -25,6 +25,7 @@ CURRENT_JSON = "current.json"
 CONFIG_PBTXT = "config.pbtxt"
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".gate-deploy.lock"
+JOURNAL = ".deploy-journal.json"
 FAILED_MARK = ".failed_"
 
 
@@ -139,11 +140,55 @@ class ModelFolder:
                       and (prefix is None or p.name.startswith(prefix)))
 
     def leftovers(self) -> List[Path]:
-        """Staging and temporary entries a deploy must never leave behind."""
+        """Staging, temporary and journal entries a finished deploy must never leave behind."""
         if not self.path.is_dir():
             return []
         return sorted(p for p in self.path.iterdir()
-                      if p.name.startswith(STAGING_PREFIX) or p.name.endswith(".tmp"))
+                      if p.name.startswith(STAGING_PREFIX) or p.name.endswith(".tmp") or p.name == JOURNAL)
+
+    def remove_staging_leftovers(self) -> List[str]:
+        """Remove what an interrupted deploy left half-made: staging folders and temp files.
+
+        These are the gate's own, incomplete by definition; never a version or current.json.
+        """
+        removed = []
+        for path in self.leftovers():
+            if path.name == JOURNAL:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+        return removed
+
+    # -- the deploy journal: what an interrupted deploy was doing -------------------------
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / JOURNAL
+
+    def read_journal(self) -> Optional[dict]:
+        try:
+            return json.loads(self.journal_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # torn only if written by something else than atomic_write: treat as interrupted
+            # with nothing known, recover() still quarantines nothing and reloads the committed.
+            return {}
+
+    def write_journal(self, body: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.journal_path, json.dumps(body, indent=2).encode())
+
+    def clear_journal(self) -> None:
+        try:
+            self.journal_path.unlink()
+        except FileNotFoundError:
+            pass
+        else:
+            _fsync_dir(self.path)
 
     def version_path(self, version: int) -> Path:
         return self.path / str(version)

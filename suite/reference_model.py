@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict
@@ -19,6 +20,8 @@ GOLDEN_ROWS = [0, 7, 25, 63, 79, 97, 105, 117, 143]
 GOLDEN_PROBABILITY_ATOL = 0.15
 
 VARIANTS = ("v1", "retrained", "flipped")
+# Faulty registry versions for the fault catalogue (see suite/faults.py).
+FAULTY = ("renamed-input", "five-features", "double-input")
 
 
 def _iris():
@@ -36,17 +39,94 @@ def build_onnx(variant: str = "v1") -> bytes:
     from sklearn.linear_model import LogisticRegression
 
     X, y = _iris()
-    if variant == "v1":
+    if variant == "renamed-input":
+        return _rename_input(build_onnx("v1"), "features")
+    initial_type = FloatTensorType([None, 4])
+    if variant == "five-features":
+        X = np.hstack([X, X[:, :1]])  # retrained on an extra feature: dims [-1, 5]
+        initial_type = FloatTensorType([None, 5])
+        model = LogisticRegression(max_iter=1000).fit(X, y)
+    elif variant == "double-input":
+        from skl2onnx.common.data_types import DoubleTensorType
+
+        X = X.astype(np.float64)
+        initial_type = DoubleTensorType([None, 4])
+        model = LogisticRegression(max_iter=1000).fit(X, y)
+    elif variant == "v1":
         model = LogisticRegression(max_iter=1000).fit(X, y)
     elif variant == "retrained":
         model = LogisticRegression(C=0.5, max_iter=1000).fit(X, y)
     elif variant == "flipped":
         model = LogisticRegression(max_iter=1000).fit(X, (y + 1) % 3)  # every label wrong
-    else:
-        raise ValueError(f"unknown reference model variant {variant!r}; expected one of {VARIANTS}")
-    onx = to_onnx(model, initial_types=[("input", FloatTensorType([None, 4]))],
+    elif variant not in ("five-features", "double-input"):
+        raise ValueError(f"unknown reference model variant {variant!r}; expected one of "
+                         f"{VARIANTS + FAULTY}")
+    onx = to_onnx(model, initial_types=[("input", initial_type)],
                   options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
     return onx.SerializeToString()
+
+
+def _rename_input(model: bytes, new_name: str) -> bytes:
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    old = proto.graph.input[0].name
+    proto.graph.input[0].name = new_name
+    for node in proto.graph.node:
+        node.input[:] = [new_name if i == old else i for i in node.input]
+    return proto.SerializeToString()
+
+
+@lru_cache(maxsize=None)
+def build_slow_onnx(matmuls: int) -> bytes:
+    """The v1 model with a genuinely slow branch: same answers, latency grows with `matmuls`.
+
+    The branch depends on the input (so it cannot be constant-folded) and joins the
+    probabilities through `+ 0 * tanh(...)` (bounded, so never NaN).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load_from_string(build_onnx("v1"))
+    graph = proto.graph
+    producer = next(n for n in graph.node if "probabilities" in n.output)
+    producer.output[:] = ["probabilities_fast" if o == "probabilities" else o for o in producer.output]
+    rng = np.random.RandomState(0)
+    size = 1024
+    graph.initializer.extend([
+        numpy_helper.from_array((rng.rand(4, size).astype(np.float32) - 0.5) * 0.1, "slow_w"),
+        numpy_helper.from_array((rng.rand(size, size).astype(np.float32) - 0.5) * 0.1, "slow_b"),
+        numpy_helper.from_array(np.zeros((1,), dtype=np.float32), "slow_zero"),
+    ])
+    input_name = graph.input[0].name
+    nodes = [helper.make_node("MatMul", [input_name, "slow_w"], ["slow_t"]),
+             helper.make_node("Transpose", ["slow_t"], ["slow_tt"]),
+             helper.make_node("MatMul", ["slow_tt", "slow_t"], ["slow_s0"])]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"slow_s{i}", "slow_b"], [f"slow_m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"slow_m{i}"], [f"slow_s{i + 1}"]))
+    nodes += [helper.make_node("ReduceMean", [f"slow_s{matmuls}"], ["slow_r"], keepdims=0),
+              helper.make_node("Mul", ["slow_r", "slow_zero"], ["slow_z"]),
+              helper.make_node("Add", ["probabilities_fast", "slow_z"], ["probabilities"])]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def slow_onnx_for(seconds: float) -> bytes:
+    """A slow model whose single-threaded inference takes about `seconds` on this machine."""
+    import onnxruntime as ort
+
+    probe_matmuls = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(build_slow_onnx(probe_matmuls), options, providers=["CPUExecutionProvider"])
+    rows = _iris()[0][GOLDEN_ROWS]
+    session.run(None, {"input": rows})
+    start = time.perf_counter()
+    session.run(None, {"input": rows})
+    per_matmul = (time.perf_counter() - start) / probe_matmuls
+    return build_slow_onnx(max(1, round(seconds / per_matmul)))
 
 
 def build_all() -> None:

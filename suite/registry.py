@@ -48,6 +48,10 @@ class MlflowServer:
         if self.process:
             self.process.stop()
 
+    @property
+    def artifacts_root(self) -> Path:
+        return self.workdir / "artifacts"
+
 
 @dataclass(frozen=True)
 class RegisteredVersion:
@@ -146,6 +150,16 @@ class Registry:
         if alias:
             self.client.set_registered_model_alias(name, alias, str(version))
         return RegisteredVersion(name, version, run.info.run_id, alias or "")
+
+    def stored_model_file(self, artifacts_root: Path, name: str, version: int) -> Path:
+        """Where a local artifact store keeps version N's model.onnx (embedded MLflow only)."""
+        source = self.client.get_model_version(name, str(version)).source  # models:/m-<id>
+        model_id = source.rsplit("/", 1)[-1]
+        matches = list(Path(artifacts_root).glob(f"*/models/{model_id}/artifacts/model.onnx"))
+        if len(matches) != 1:
+            raise RegistryError(f"cannot find the stored model file of {name} v{version} ({source}) "
+                                f"under {artifacts_root}: found {matches}")
+        return matches[0]
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))

@@ -69,6 +69,14 @@ class TritonControl:
         return [IndexEntry(e["name"], int(e["version"]) if e.get("version", "").isdigit() else None,
                            e.get("state", ""), e.get("reason", "")) for e in entries]
 
+    def wait_model_ready(self, model: str, version: int, timeout: float) -> None:
+        """Wait for one model version's readiness (also for models outside the repository)."""
+        deadline = time.monotonic() + timeout
+        while not self.model_ready(model, version):
+            if time.monotonic() >= deadline:
+                raise TritonError(f"{model} version {version} is not ready on {self.http_url} after {timeout:.1f} s")
+            time.sleep(0.05)
+
     def ready_versions(self, model: str) -> List[int]:
         return sorted(e.version for e in self.index()
                       if e.name == model and e.state == "READY" and e.version is not None)
@@ -91,10 +99,11 @@ class TritonControl:
 
     # -- model control --------------------------------------------------------------------
 
-    def load(self, model: str, config_json: Optional[str] = None) -> None:
-        """Load (or reload) a model; with `config_json` the on-disk config is not used."""
+    def load(self, model: str, config_json: Optional[str] = None, files: Optional[Dict[str, bytes]] = None) -> None:
+        """Load (or reload) a model; with `config_json` the on-disk config is not used, with
+        `files` ({"file:<version>/<name>": bytes}) not the repository folder either."""
         try:
-            self._client(max(self.timeout, 120.0)).load_model(model, config=config_json)
+            self._client(max(self.timeout, 120.0)).load_model(model, config=config_json, files=files)
         except InferenceServerException as exc:
             raise TritonError(f"Triton refused to load {model}: {exc.message()}") from exc
 

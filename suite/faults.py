@@ -1,0 +1,382 @@
+"""The fault catalogue: each way a deploy can fail, as a small reusable object.
+
+A fault prepares the registry version to deploy (`prepare`), is active while the deploy runs
+(`injected`, which may hand the deployer other settings, e.g. an unreachable MLflow), and
+repairs what it broke afterwards (`repair`, e.g. restart a killed server) before the invariants
+are checked. Faults only act from outside the deployer (registry, network, filesystem,
+processes), so they apply unchanged to a platform's own deploy command.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+import requests
+
+from suite import reference_model
+from suite.errors import EnvironmentProblem
+from suite.golden import GoldenSet
+from suite.processes import free_port
+from suite.registry import Registry
+from suite.triton_client import TritonControl
+
+
+@dataclass
+class FaultContext:
+    """What a fault may touch: one environment, the registry, and how to register models."""
+
+    env: str
+    repository: Path
+    triton: TritonControl
+    server: object            # suite.triton_server.TritonServer, for kill / restart
+    model: str
+    mlflow_uri: str
+    registry: Registry
+    golden: GoldenSet
+    register: Callable[[bytes, str], int]   # (onnx bytes, label) -> registry version
+    registered_bytes: Dict[int, bytes] = field(default_factory=dict)  # what each version's file holds
+    artifacts_root: Optional[Path] = None    # the registry's local artifact store, when it has one
+    committed: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Overrides:
+    """Settings a fault imposes on the deploy (None: leave as it is)."""
+
+    mlflow_uri: Optional[str] = None
+    alias: Optional[str] = None
+
+
+class Fault:
+    name = ""
+    description = ""
+    expected_stage = ""         # where the builtin deploy path must fail
+    disrupts_serving = False    # the fault takes the server down: the probe sees errors by design
+    needs_root = False
+
+    def prepare(self, ctx: FaultContext) -> Optional[int]:
+        """Return the registry version to deploy (registering it if needed)."""
+        return ctx.register(reference_model.build_onnx("retrained"), "good")
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        yield Overrides()
+
+    def repair(self, ctx: FaultContext) -> None:
+        """Undo what the fault broke outside the repository (servers, mounts)."""
+
+    @property
+    def materializes(self) -> bool:
+        """Whether the version folder exists when the deploy fails (quarantine expected)."""
+        return self.expected_stage not in ("lock", "register", "materialize")
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class CorruptStoredModel(Fault):
+    name = "corrupt-model"
+    expected_stage = "load"
+    description = "the registry's stored model.onnx is truncated (storage damage): the load fails"
+
+    def prepare(self, ctx: FaultContext) -> int:
+        if ctx.artifacts_root is None:
+            raise EnvironmentProblem("corrupting a stored model needs the embedded MLflow's artifact store")
+        whole = reference_model.build_onnx("retrained")
+        version = ctx.register(whole, self.name)
+        stored = ctx.registry.stored_model_file(ctx.artifacts_root, ctx.model, version)
+        stored.write_bytes(whole[: len(whole) // 2])
+        ctx.registered_bytes[version] = whole[: len(whole) // 2]
+        return version
+
+
+class BadModelFault(Fault):
+    """A registry version whose model is broken in a given way."""
+
+    def __init__(self, name: str, variant: str, expected_stage: str, description: str):
+        self.name, self.variant, self.expected_stage, self.description = name, variant, expected_stage, description
+
+    def prepare(self, ctx: FaultContext) -> int:
+        return ctx.register(reference_model.build_onnx(self.variant), self.name)
+
+
+class SlowModel(Fault):
+    name = "slow-model"
+    expected_stage = "smoke"
+    description = "a genuinely slow ONNX graph (same answers): the smoke inference times out"
+
+    def __init__(self, seconds: float = 6.0):
+        self.seconds = seconds
+
+    def prepare(self, ctx: FaultContext) -> int:
+        return ctx.register(reference_model.slow_onnx_for(self.seconds), self.name)
+
+
+class _ServerKill(Fault):
+    """SIGKILL the environment's Triton a moment after a condition is seen, then restart it.
+
+    The conditions are observed from outside (repository, Triton's API), so they work for any
+    deployer, the platform's own included.
+    """
+
+    disrupts_serving = True
+    poll_s = 0.01
+    delay_s = 0.3
+
+    def seen(self, ctx: FaultContext, version: int) -> bool:
+        raise NotImplementedError
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        stop = threading.Event()
+        killed: List[str] = []
+
+        def watch() -> None:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    if self.seen(ctx, version):
+                        time.sleep(self.delay_s)
+                        ctx.server.kill()
+                        killed.append("yes")
+                        return
+                except Exception:  # Triton may not answer while busy: keep watching
+                    pass
+                time.sleep(self.poll_s)
+
+        thread = threading.Thread(target=watch, name=f"fault-{self.name}", daemon=True)
+        thread.start()
+        try:
+            yield Overrides()
+        finally:
+            stop.set()
+            thread.join()
+            ctx.notes.append("server killed" if killed else "server NOT killed: the condition was never seen")
+
+    def repair(self, ctx: FaultContext) -> None:
+        # A restarted pod: Triton loads what current.json and the pinned config.pbtxt say.
+        if not ctx.server.running():
+            ctx.server.start()
+        if ctx.committed is not None:
+            ctx.triton.wait_version_ready(ctx.model, ctx.committed, timeout=60)
+
+
+class KillDuringLoad(_ServerKill):
+    name = "triton-killed-during-load"
+    expected_stage = "load"
+    description = "Triton SIGKILLed 0.3 s after version N is materialized, while N loads (~1.5 s)"
+
+    def seen(self, ctx: FaultContext, version: int) -> bool:
+        return (ctx.repository / ctx.model / str(version)).is_dir()
+
+
+class KillDuringSmoke(_ServerKill):
+    name = "triton-killed-during-smoke"
+    expected_stage = "smoke"
+    description = "Triton SIGKILLed 0.3 s into the smoke inference of N (a model answering in ~1 s)"
+
+    def prepare(self, ctx: FaultContext) -> int:
+        return ctx.register(reference_model.slow_onnx_for(1.0), self.name)
+
+    def seen(self, ctx: FaultContext, version: int) -> bool:
+        # N ready under any name: the builtin path's candidate or, for other deployers, the model.
+        from suite.deploy import CANDIDATE_SUFFIX
+
+        return ctx.triton.model_ready(ctx.model + CANDIDATE_SUFFIX, version) or \
+            ctx.triton.model_ready(ctx.model, version)
+
+
+class MlflowUnreachable(Fault):
+    name = "mlflow-unreachable"
+    expected_stage = "register"
+    description = "the MLflow server does not answer (connection refused)"
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        yield Overrides(mlflow_uri=f"http://127.0.0.1:{free_port()}")
+
+
+class _CuttingProxy(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.cut = 0
+        super().__init__(("127.0.0.1", 0), _CuttingHandler)
+
+
+class _CuttingHandler(http.server.BaseHTTPRequestHandler):
+    """Forwards to MLflow; artifact downloads of .onnx files stop after half their bytes."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        upstream = requests.request(self.command, self.server.upstream + self.path, headers=headers,
+                                    data=body, timeout=30)
+        payload = upstream.content
+        cut = self.command == "GET" and "/mlflow-artifacts/artifacts/" in self.path \
+            and self.path.split("?")[0].endswith(".onnx")
+        self.send_response(upstream.status_code)
+        for key, value in upstream.headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        if cut:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if cut:
+            self.server.cut += 1
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class DownloadCutHalfway(Fault):
+    name = "download-cut-halfway"
+    expected_stage = "materialize"
+    description = "the model artifact download stops halfway (a real HTTP proxy cuts the body)"
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        proxy = _CuttingProxy(ctx.mlflow_uri)
+        thread = threading.Thread(target=proxy.serve_forever, name="cutting-proxy", daemon=True)
+        thread.start()
+        try:
+            yield Overrides(mlflow_uri=f"http://127.0.0.1:{proxy.server_address[1]}")
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+            ctx.notes.append(f"downloads cut: {proxy.cut}")
+
+
+def _run(*argv: str) -> None:
+    proc = subprocess.run(list(argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EnvironmentProblem(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+
+
+def mount_faults_unavailable() -> Optional[str]:
+    """Why real mount faults cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "filesystem faults use real mounts (tmpfs, read-only bind): they need root"
+    return None
+
+
+class ReadOnlyRepository(Fault):
+    name = "repository-read-only"
+    expected_stage = "materialize"
+    needs_root = True
+    description = "the model's folder is a read-only mount (EROFS)"
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        folder = str(ctx.repository / ctx.model)
+        _run("mount", "--bind", folder, folder)
+        try:
+            _run("mount", "-o", "remount,bind,ro", folder, folder)
+            yield Overrides()
+        finally:
+            _run("umount", folder)
+
+
+class FullRepository(Fault):
+    """The environment's repository must live on a small filesystem (see `small_filesystem`)."""
+
+    name = "repository-full"
+    expected_stage = "materialize"
+    needs_root = True
+    description = "the repository's filesystem is full (ENOSPC)"
+    filler = ".gate-fault-filler"
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        filler = ctx.repository / self.filler
+        try:
+            with open(filler, "wb", buffering=0) as handle:  # unbuffered: close cannot fail
+                for size in (1 << 20, 1 << 12, 1):  # big chunks, then the last partial block
+                    try:
+                        while True:
+                            handle.write(b"\0" * size)
+                    except OSError:
+                        pass
+            yield Overrides()
+        finally:
+            filler.unlink(missing_ok=True)
+
+
+@contextmanager
+def small_filesystem(path: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` for the lifetime of the context."""
+    path.mkdir(parents=True, exist_ok=True)
+    _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        _run("umount", "-l", str(path))
+
+
+class MissingVersion(Fault):
+    name = "registry-version-missing"
+    expected_stage = "register"
+    description = "the requested registry version does not exist"
+
+    def prepare(self, ctx: FaultContext) -> int:
+        return 99999
+
+
+class AliasPointsNowhere(Fault):
+    name = "registry-alias-missing"
+    expected_stage = "register"
+    description = "the alias to deploy is not set in the registry"
+
+    def prepare(self, ctx: FaultContext) -> Optional[int]:
+        return None
+
+    @contextmanager
+    def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
+        yield Overrides(alias="gate-alias-that-points-nowhere")
+
+
+CATALOGUE: Dict[str, Fault] = {f.name: f for f in [
+    CorruptStoredModel(),
+    BadModelFault("config-wrong-input-name", "renamed-input", "load",
+                  "the model's input is named 'features' but config.pbtxt says 'input'"),
+    BadModelFault("config-wrong-dims", "five-features", "load",
+                  "the model takes 5 features but config.pbtxt says dims [-1, 4]"),
+    BadModelFault("config-wrong-dtype", "double-input", "load",
+                  "the model takes FP64 but config.pbtxt says TYPE_FP32"),
+    BadModelFault("wrong-answers", "flipped", "smoke", "the model loads but every label is wrong"),
+    SlowModel(),
+    KillDuringLoad(),
+    KillDuringSmoke(),
+    MlflowUnreachable(),
+    DownloadCutHalfway(),
+    ReadOnlyRepository(),
+    FullRepository(),
+    MissingVersion(),
+    AliasPointsNowhere(),
+]}
+
+
+def file_digests(onnx_bytes: bytes) -> Dict[str, str]:
+    """What a materialized version folder holds for a registry model file."""
+    return {"model.onnx": hashlib.sha256(onnx_bytes).hexdigest()}

@@ -1,0 +1,90 @@
+"""A background stream of golden requests, to measure what users saw while a deploy ran."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import List
+
+from suite.errors import GateError
+from suite.golden import GoldenSet
+from suite.triton_client import TritonControl
+
+
+@dataclass
+class ProbeReport:
+    requests: int = 0
+    errors: int = 0          # no answer, or an error answer
+    wrong_answers: int = 0   # answered, but not the golden outputs
+    worst_latency_s: float = 0.0
+    first_problems: List[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> int:
+        return self.errors + self.wrong_answers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        text = (f"{self.requests} requests, {self.errors} errors, {self.wrong_answers} wrong answers, "
+                f"worst latency {self.worst_latency_s * 1000:.0f} ms")
+        if self.first_problems:
+            text += "; first problems: " + " | ".join(self.first_problems)
+        return text
+
+
+class TrafficProbe:
+    """Sends the golden batch to the served model (no version: what users get) in a loop.
+
+    Bounded: at most `max_requests` and `max_seconds`, paced by `interval_s`, so it always stops.
+    """
+
+    def __init__(self, triton: TritonControl, model: str, golden: GoldenSet, interval_s: float = 0.02,
+                 timeout_s: float = 10.0, max_seconds: float = 600.0, max_requests: int = 100_000):
+        # Its own client object: the probe must not share connections with the deployer.
+        self.triton = TritonControl(triton.http_url, triton.metrics_url, timeout=timeout_s)
+        self.model = model
+        self.golden = golden
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.report = ProbeReport()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic-probe", daemon=True)
+
+    def __enter__(self) -> "TrafficProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> ProbeReport:
+        self._stop.set()
+        self._thread.join()
+        return self.report
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        names = list(self.golden.expected)
+        while not self._stop.is_set() and time.monotonic() < deadline \
+                and self.report.requests < self.max_requests:
+            start = time.perf_counter()
+            problem = None
+            try:
+                outputs = self.triton.infer(self.model, self.golden.inputs, names, timeout=self.timeout_s)
+                mismatch = self.golden.compare(outputs)
+                if mismatch:
+                    self.report.wrong_answers += 1
+                    problem = "wrong answer: " + mismatch[0]
+            except GateError as exc:
+                self.report.errors += 1
+                problem = str(exc)
+            latency = time.perf_counter() - start
+            self.report.requests += 1
+            self.report.worst_latency_s = max(self.report.worst_latency_s, latency)
+            if problem and len(self.report.first_problems) < 3:
+                self.report.first_problems.append(problem[:300])
+            self._stop.wait(max(0.0, self.interval_s - latency))
