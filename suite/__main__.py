@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="golden set JSON for the smoke check (env GATE_GOLDEN; default: the "
                          "reference platform's golden set for --model, if it has one)")
         sub.add_argument("--smoke-timeout", type=float, default=2.0, help="seconds for the smoke inference")
+        sub.add_argument("--ready-timeout", type=float, default=30.0,
+                         help="seconds to wait for a loaded version to be ready")
         sub.add_argument("--lock-timeout", type=float, default=120.0,
                          help="seconds to wait for another deploy to the same environment")
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -83,7 +85,8 @@ def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], 
     if not triton.live():
         raise _Usage(f"Triton at {triton_url} does not answer /v2/health/live; start it or fix --triton-url")
     return Deployer(Registry(mlflow_uri), DeployTarget(args.env, repository, triton), model, golden,
-                    DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout),
+                    DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout,
+                                   ready_timeout=args.ready_timeout),
                     on_stage=on_stage)
 
 

@@ -65,10 +65,18 @@ class Registry:
     """What the deploy path needs from MLflow: resolve, download, and (for fixtures) register."""
 
     def __init__(self, tracking_uri: str):
-        from mlflow import MlflowClient  # heavy import, paid only when a registry is used
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._client = None
+
+    @property
+    def client(self):
+        # mlflow takes seconds to import: paid only when the registry is really used
+        # (`recover`, for one, never needs it).
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
 
     def resolve(self, name: str, alias: Optional[str] = None, version: Optional[int] = None) -> RegisteredVersion:
         from mlflow.exceptions import MlflowException
