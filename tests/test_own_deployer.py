@@ -1,0 +1,34 @@
+"""Bring your own deployer: the gate judges a platform's deploy command by what it leaves behind."""
+from __future__ import annotations
+
+from suite.platform import REFERENCE_DIR
+
+BUILTIN_AS_COMMAND = 'python -m suite deploy --env "$GATE_ENV" --version "$GATE_VERSION"'
+
+
+def _platform_with_deployer(tmp, command: str):
+    manifest = (REFERENCE_DIR / "platform.yaml").read_text().replace(
+        "golden: golden/best_model.json", f"golden: {REFERENCE_DIR / 'golden' / 'best_model.json'}")
+    manifest += f"deployer: {{command: '{command}'}}\n"
+    path = tmp / "platform.yaml"
+    path.write_text(manifest)
+    return path
+
+
+def test_builtin_path_used_as_the_command_passes_the_fault_catalogue(pytester):
+    platform = _platform_with_deployer(pytester.path, BUILTIN_AS_COMMAND)
+    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "--platform", str(platform), "-m", "chaos",
+                                           "-k", "not killed_at and not sequences", "-q",
+                                           timeout=900)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()[-6000:]
+    assert outcomes.get("passed", 0) >= 15, outcomes
+
+
+def test_a_deployer_that_deletes_failed_versions_fails_the_gate(pytester):
+    deleting = BUILTIN_AS_COMMAND + '; rc=$?; rm -rf "$GATE_MODEL_REPOSITORY/$GATE_MODEL/$GATE_VERSION".failed_*; exit $rc'
+    platform = _platform_with_deployer(pytester.path, deleting)
+    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "--platform", str(platform), "-m", "chaos",
+                                           "-k", "wrong-answers and fault_ends", "-q", timeout=600)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*VIOLATED invariant 3 (failed version quarantined complete)*never deleted*"])
