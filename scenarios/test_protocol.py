@@ -26,8 +26,9 @@ def grpc(env, gate_envs):
     client.close()
 
 
-def test_health_over_grpc(env, grpc):
+def test_health_over_grpc(env, grpc, gate_envs):
     assert grpc.is_server_live(), f"{env}: gRPC ServerLive is false"
+    gate_envs[env].triton.wait_server_ready(10.0)  # settles ~1.5 s after a deploy (Triton #7014)
     assert grpc.is_server_ready(), f"{env}: gRPC ServerReady is false"
 
 

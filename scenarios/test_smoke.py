@@ -1,8 +1,6 @@
 """Post-deploy smoke: read-only checks that what is committed is what is served, correctly."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from suite.checks import check_serves_committed
@@ -25,12 +23,9 @@ def test_server_live_and_ready(env, gate_envs):
     assert triton.live(), f"{env}: /v2/health/live did not answer 200 at {triton.http_url}"
     # Triton answers 400 on /v2/health/ready while any model loads or unloads (Triton issue
     # #7014), e.g. for ~1.5 s after a deploy: allow it to settle, no longer.
-    deadline = time.monotonic() + SERVER_READY_WITHIN_S
-    while not triton.ready():
-        assert time.monotonic() < deadline, (
-            f"{env}: /v2/health/ready did not answer 200 within {SERVER_READY_WITHIN_S:.0f} s at "
-            f"{triton.http_url}; repository index: {triton.index()}")
-        time.sleep(0.1)
+    assert triton.wait_server_ready(SERVER_READY_WITHIN_S), (
+        f"{env}: /v2/health/ready did not answer 200 within {SERVER_READY_WITHIN_S:.0f} s at "
+        f"{triton.http_url}; repository index: {triton.index()}")
 
 
 def test_committed_version_is_served_with_golden_outputs(env, gate_envs, gate_platform, gate_golden):

@@ -40,7 +40,7 @@ class FaultRun:
         lines = [f"fault {self.fault} ({self.description}) with deployer {self.deployer}: "
                  f"v{self.version} over committed v{self.committed_before}, {self.duration_s:.1f} s",
                  f"  deployer said: ok={self.outcome.ok} stage={self.outcome.failed_stage} "
-                 f"exit={self.outcome.exit_code}: {self.outcome.message.strip()[:600]}",
+                 f"exit={self.outcome.exit_code}:\n    " + self.outcome.message.strip()[:3000].replace("\n", "\n    "),
                  f"  traffic probe: {self.probe.describe()}"]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  VIOLATED {v}" for v in self.violations] or ["  all invariants hold"]

@@ -109,6 +109,7 @@ class Deployer:
         # Called with ("before"|"after", stage) at every stage boundary: the crash-consistency
         # sweep kills the deployer there.
         self.on_stage = on_stage or (lambda when, stage: None)
+        self._candidate_failed = False
 
     def deploy(self, alias: Optional[str] = None, version: Optional[int] = None) -> DeployResult:
         requested = f"alias {alias}" if alias is not None else f"version {version}"
@@ -206,9 +207,17 @@ class Deployer:
         return f"{self.model}{CANDIDATE_SUFFIX}"
 
     def _load(self, config, version: int) -> None:
+        try:
+            self._load_candidate(config, version)
+        except GateError:
+            self._candidate_failed = True
+            raise
+
+    def _load_candidate(self, config, version: int, source: Optional[int] = None) -> None:
+        """Load the candidate as `version` from the files of version folder `source` (default: the same)."""
         candidate = mc_copy(config)
         candidate.name = self.candidate
-        folder = self.folder.version_path(version)
+        folder = self.folder.version_path(version if source is None else source)
         files = {f"file:{version}/{p.relative_to(folder)}": p.read_bytes()
                  for p in sorted(folder.rglob("*")) if p.is_file()}
         self.target.triton.load(self.candidate, model_config.to_json(candidate), files=files)
@@ -255,7 +264,7 @@ class Deployer:
         steps = [
             ("restore", lambda: self._restore_files(before_current, before_config)),
             ("quarantine", lambda: self._quarantine(result, committed)),
-            ("reload", lambda: self._reload(committed)),
+            ("reload", lambda: self._reload(committed, result.version)),
             ("verify", lambda: self._verify(committed)),
         ]
         result.rollback = self._steps("rollback", steps)
@@ -284,9 +293,12 @@ class Deployer:
 
     def _recover_locked(self) -> List[StageRecord]:
         journal = self.folder.read_journal()
-        if journal is None:
-            return self._steps("recover", [("clean", self._clean_leftovers)])
         committed = self.folder.read_current()
+        if journal is None:
+            steps = [("clean", self._clean_leftovers)]
+            if not self.target.triton.ready():  # e.g. a failed candidate left by a dead deployer
+                steps = [("reload", lambda: self._reload(committed))] + steps
+            return self._steps("recover", steps)
         version = journal.get("version")
         if committed is not None and version is not None and committed.active_version == version:
             # It died after writing current.json: the deploy was complete but for the journal.
@@ -298,7 +310,7 @@ class Deployer:
                                                              if previous_config is not None else None)),
                      ("quarantine", lambda: self._quarantine_version(version, committed)
                       if journal.get("created") else "the version folder predates this deploy: kept"),
-                     ("reload", lambda: self._reload(committed)),
+                     ("reload", lambda: self._reload(committed, version)),
                      ("verify", lambda: self._verify(committed))]
         records = self._steps("recover", steps + [("clean", self._clean_leftovers)])
         if _disk_restored(records):
@@ -337,13 +349,27 @@ class Deployer:
             return f"version {version} is the committed one: kept in place"
         return f"moved to {self.folder.quarantine(version).name}"
 
-    def _reload(self, committed: Optional[Current]) -> str:
+    def _reload(self, committed: Optional[Current], failed_version: Optional[int] = None) -> str:
+        detail = ""
+        # After a crash we cannot know whether a candidate failed: an unready server says so.
+        failed = self._candidate_failed or not self.target.triton.ready()
+        if failed and committed is not None and failed_version is not None:
+            # Triton keeps a version whose load failed as UNAVAILABLE, and with it
+            # /v2/health/ready answers 400 (pods leave their Service) until that name and version
+            # load successfully once: load the committed files as that version, then unload.
+            version = committed.active_version
+            self._load_candidate(model_config.pinned(model_config.read(self.folder.config_path), failed_version),
+                                 failed_version, source=version)
+            detail = f"cleared the failed candidate v{failed_version}; "
+        elif failed:
+            detail = ("nothing committed to clear the failed candidate with: server readiness stays "
+                      "false until Triton restarts; ")
         self._unload_candidate()
         if committed is None:
             self.target.triton.unload(self.model)
-            return "no committed version: model unloaded"
+            return detail + "no committed version: model unloaded"
         self.target.triton.load(self.model)  # the on-disk config pins the committed version
-        return f"reloaded committed version {committed.active_version}"
+        return detail + f"reloaded committed version {committed.active_version}"
 
     def _verify(self, committed: Optional[Current]) -> str:
         if committed is None:

@@ -35,6 +35,8 @@ INVARIANTS = {
 # Stages before which the version folder does not exist yet: a failure there must leave the
 # repository as it was, with nothing to quarantine.
 PRE_MATERIALIZE_STAGES = ("lock", "register", "materialize")
+# Triton answers not-ready while any model loads or unloads (issue #7014), ~1.5 s after a deploy.
+SERVER_READY_WITHIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,10 @@ class InvariantChecker:
                 return [Violation(invariant, str(exc))]
             return [Violation(invariant, f"nothing is committed but Triton serves versions {ready}")] if ready else []
         problems = check_serves_committed(target.triton, target.folder, self.golden, expected_version=version)
+        if not target.triton.wait_server_ready(SERVER_READY_WITHIN_S):
+            # A readiness probe on /v2/health/ready would take the pod out of its Service.
+            problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_WITHIN_S:.0f} s "
+                            f"(a model in a failed state keeps the whole server unready)")
         return [Violation(invariant, p) for p in problems]
 
     def _quarantine(self, folder: ModelFolder, before: EnvironmentState, version: int,

@@ -69,6 +69,15 @@ class TritonControl:
         return [IndexEntry(e["name"], int(e["version"]) if e.get("version", "").isdigit() else None,
                            e.get("state", ""), e.get("reason", "")) for e in entries]
 
+    def wait_server_ready(self, timeout: float) -> bool:
+        """Whether /v2/health/ready answers 200 within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def wait_model_ready(self, model: str, version: int, timeout: float) -> None:
         """Wait for one model version's readiness (also for models outside the repository)."""
         deadline = time.monotonic() + timeout

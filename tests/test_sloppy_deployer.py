@@ -67,20 +67,22 @@ def _target(request: DeployRequest):
     return DeployTarget(request.env, request.repository, request.triton)
 
 
-def _heal(environment, model: str) -> None:
-    """Undo what the sloppy path left, so the next test starts from a sound environment."""
+def _heal(environment, model: str, registry, golden, failed_version) -> None:
+    """Undo what the sloppy path left (journal, staging, a failed candidate keeping the server
+    unready), so the next test starts from a sound environment."""
+    from suite.deploy import DeployTarget
+
     folder = ModelFolder(environment.repository, model)
     folder.clear_journal()
     folder.remove_staging_leftovers()
-    try:
-        environment.triton.unload(model + "__candidate")
-    except Exception:
-        pass
+    deployer = Deployer(registry, DeployTarget(environment.name, environment.repository, environment.triton),
+                        model, golden)
+    deployer._reload(folder.read_current(), failed_version)
 
 
 @pytest.mark.parametrize("fault_name", sorted(EXPECTED))
 def test_fault_is_caught_when_the_deploy_path_is_sloppy(fault_name, run_fault, gate_golden, gate_envs,
-                                                        gate_platform, committed):
+                                                        gate_platform, committed, gate_registry):
     fault = CATALOGUE[fault_name]
     if fault.needs_root and mount_faults_unavailable():
         pytest.skip(mount_faults_unavailable())
@@ -94,7 +96,7 @@ def test_fault_is_caught_when_the_deploy_path_is_sloppy(fault_name, run_fault, g
             f"under fault {fault_name} the sloppy path must break invariants {sorted(EXPECTED[fault_name])}; "
             f"the checker found {sorted(found)}:\n{run.describe()}")
     finally:
-        _heal(dev, gate_platform.model.name)
+        _heal(dev, gate_platform.model.name, gate_registry, gate_golden, run.version)
         if run.version in folder.versions():  # the sloppy path's leftover
             folder.quarantine(run.version)
 
