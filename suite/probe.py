@@ -61,6 +61,11 @@ class TrafficProbe:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def run(self) -> ProbeReport:
+        """Probe in the foreground until `max_seconds` or `max_requests` is reached."""
+        self._run()
+        return self.report
+
     def stop(self) -> ProbeReport:
         self._stop.set()
         self._thread.join()
