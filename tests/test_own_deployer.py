@@ -1,18 +1,15 @@
 """Bring your own deployer: the gate judges a platform's deploy command by what it leaves behind."""
 from __future__ import annotations
 
-from suite.platform import REFERENCE_DIR
+from tests.platform_copies import copy_reference
 
 BUILTIN_AS_COMMAND = 'python -m suite deploy --env "$GATE_ENV" --version "$GATE_VERSION"'
 
 
 def _platform_with_deployer(tmp, command: str):
-    manifest = (REFERENCE_DIR / "platform.yaml").read_text().replace(
-        "golden: golden/best_model.json", f"golden: {REFERENCE_DIR / 'golden' / 'best_model.json'}")
-    manifest += f"deployer: {{command: '{command}'}}\n"
-    path = tmp / "platform.yaml"
-    path.write_text(manifest)
-    return path
+    platform = copy_reference(tmp) / "platform.yaml"
+    platform.write_text(platform.read_text() + f"deployer: {{command: '{command}'}}\n")
+    return platform
 
 
 def test_builtin_path_used_as_the_command_passes_the_fault_catalogue(pytester):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.platform import REFERENCE_DIR
+from tests.platform_copies import copy_reference
 from tests.proc_utils import wait_group_gone
 
 
@@ -44,12 +43,12 @@ def test_junit_goes_to_the_report_dir(pytester):
 
 def _broken_golden_platform(tmp: Path) -> Path:
     """A platform whose golden set expects other labels: every model 'answers wrong'."""
-    golden = json.loads((REFERENCE_DIR / "golden" / "best_model.json").read_text())
+    platform = copy_reference(tmp)
+    golden_path = platform / "golden" / "best_model.json"
+    golden = json.loads(golden_path.read_text())
     golden["expected"]["label"]["data"] = [(x + 1) % 3 for x in golden["expected"]["label"]["data"]]
-    (tmp / "golden.json").write_text(json.dumps(golden))
-    manifest = (REFERENCE_DIR / "platform.yaml").read_text().replace("golden/best_model.json", "golden.json")
-    (tmp / "platform.yaml").write_text(manifest)
-    return tmp / "platform.yaml"
+    golden_path.write_text(json.dumps(golden))
+    return platform / "platform.yaml"
 
 
 def test_installed_gate_runs_smoke_scenarios_by_pyargs(pytester):

@@ -12,8 +12,10 @@ SEED = Path(__file__).resolve().parents[2] / "shared" / "seed-platform" / "platf
 
 # What the gate finds in the seed platform, each in the scenario that names it.
 EXPECTED_FINDINGS = [
-    "*test_promtool_rule_unit_tests*no promtool unit tests next to*",
-    "*test_triton_down_reaches_its_environment_only*the platform has no alert for Triton being down*",
+    "*Failed: dev: no promtool unit tests next to*triton-alerts-dev.yaml*",
+    "*Failed: prod: no promtool unit tests next to*triton-alerts-prod.yaml*",
+    "*Failed: dev: the platform has no alert for Triton being down*",
+    "*Failed: prod: the platform has no alert for Triton being down*",
 ]
 
 
