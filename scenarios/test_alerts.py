@@ -240,9 +240,9 @@ def test_slow_model_fires_latency_alert_in_its_environment_only(gate_monitoring,
     policy = RoutingPolicy(gate_platform)
     committed(env)
     slow = register_model(slow_onnx_for(0.8), "latency-alert")
+    since = time.time()  # the fault begins with the slow version's deploy (its smoke requests count too)
     result = deploy(env, version=slow, smoke_timeout=10.0)
     assert result.ok, result.describe()
-    since = time.time()
     probes = [TrafficProbe(gate_envs[env].triton, gate_platform.model.name, gate_golden, interval_s=0.0,
                            timeout_s=30, max_seconds=90) for _ in range(3)]
     for probe in probes:
@@ -265,4 +265,5 @@ def test_slow_model_fires_latency_alert_in_its_environment_only(gate_monitoring,
     resolved = _wait_notification(gate_monitoring.capture, note.received_at, lambda r: r == policy.receiver(env),
                                   alertname, False, 60)
     assert resolved is not None, f"{env}: {alertname} did not resolve after the slow version was replaced"
-    print(f"{env}: {alertname} delivered {delay:.1f} s after load began, resolved {resolved.received_at - since:.1f} s after")
+    print(f"{env}: {alertname} delivered {delay:.1f} s after the slow version's deploy began, "
+          f"resolved {resolved.received_at - since:.1f} s after")
