@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from suite import model_config
-from suite.errors import GateError, RepositoryError
+from suite.errors import DeployLockedError, GateError, RepositoryError
 from suite.golden import GoldenSet
 from suite.model_repo import Current, ModelFolder, environment_lock, utc_stamp
 from suite.registry import RegisteredVersion, Registry
@@ -121,8 +121,10 @@ class Deployer:
                     # A previous deploy died half-way: finish or undo it before starting anew.
                     result.recovered = self._recover_locked()
                 self._run(result, alias, version)
-        except GateError as exc:  # the lock itself
-            result.failed_stage = result.failed_stage or "lock"
+        except DeployLockedError as exc:
+            result.failed_stage, result.error = "lock", str(exc)
+        except GateError as exc:  # e.g. an unreadable current.json: nothing was touched
+            result.failed_stage = result.failed_stage or "precheck"
             result.error = result.error or str(exc)
         return result
 

@@ -56,3 +56,19 @@ def test_unknown_version_names_the_versions_that_exist(dev, deploy):
     result = deploy("dev", version=9999)
     assert not result.ok and result.failed_stage == "register"
     assert "version 9999" in result.error and "has versions" in result.error, result.error
+
+
+def test_unreadable_current_json_fails_before_touching_anything(tmp_path, gate_golden):
+    from suite.deploy import Deployer, DeployTarget
+    from suite.registry import Registry
+    from suite.triton_client import TritonControl
+
+    folder = ModelFolder(tmp_path, "best_model")
+    folder.path.mkdir()
+    folder.current_path.write_bytes(b"{ torn")
+    deployer = Deployer(Registry("http://127.0.0.1:9"), DeployTarget("dev", tmp_path, TritonControl("http://127.0.0.1:9")),
+                        "best_model", gate_golden)
+    result = deployer.deploy(version=1)
+    assert not result.ok and result.failed_stage == "precheck", result.describe()
+    assert "current.json is not valid JSON" in result.error
+    assert folder.current_path.read_bytes() == b"{ torn", "a user's current.json is never rewritten or deleted"
