@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup gate test smoke clean system-packages
+.PHONY: setup gate test smoke bench clean system-packages
 
 setup: $(STAMP) system-packages
 
@@ -18,11 +18,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Prometheus and Alertmanager are real processes in the monitoring scenarios.
+# Prometheus and Alertmanager are real processes in the monitoring scenarios; Chromium renders
+# the HTML report in the project's tests.
 system-packages:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -41,6 +43,12 @@ smoke: setup
 
 test: setup
 	$(PY) -m pytest tests scenarios $(PYTEST_ARGS)
+
+# Medians of the gate, the smoke subset and each deploy stage against its floor; the table goes
+# to reports/out/bench/bench.md. BENCH_ARGS="--runs 1 --smoke-runs 3" for a quicker one.
+BENCH_ARGS ?=
+bench: setup
+	$(PY) -m reports.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) reports/out build *.egg-info

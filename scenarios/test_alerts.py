@@ -1,6 +1,7 @@
 """Alert rules and routing on real Prometheus and Alertmanager: right channel, never the other env's."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -186,6 +187,13 @@ def _wait_notification(capture, since, receiver_ok, alertname, firing, timeout):
     return None
 
 
+def _record_delivery(request, alertname: str, env: str, receiver: str, fault: str, delay) -> None:
+    """For the report: which alert reached which channel, how long after the fault (None: never)."""
+    request.node.user_properties.append(("alert", json.dumps(
+        {"alert": alertname, "env": env, "receiver": receiver, "fault": fault,
+         "delay_s": round(delay, 2) if delay is not None else None})))
+
+
 def test_healthy_platform_under_traffic_sends_no_alert(gate_monitoring, gate_platform, committed, traffic):
     for env in gate_platform.environments:
         committed(env)
@@ -216,7 +224,7 @@ def test_triton_down_reaches_its_environment_only(env, gate_monitoring, gate_pla
         delay = (note.received_at - since) if note else None
     finally:
         server.start()
-    request.node.user_properties.append(("fault_to_delivery_s", delay))
+    _record_delivery(request, alertname, env, policy.receiver(env), "triton-killed", delay)
     others = [n for n in gate_monitoring.capture.received(since)
               if alertname in str(n.body) and n.receiver != policy.receiver(env) and n.receiver in policy.forbidden(env)]
     assert note is not None, (f"{env}: Triton killed, but {alertname} did not reach {policy.receiver(env)} within 30 s; "
@@ -254,7 +262,7 @@ def test_slow_model_fires_latency_alert_in_its_environment_only(gate_monitoring,
             probe.stop()
         good = deploy(env, version=reference_versions["v2"].version)
     delay = note.received_at - since if note else None
-    request.node.user_properties.append(("fault_to_delivery_s", delay))
+    _record_delivery(request, alertname, env, policy.receiver(env), "slow-model", delay)
     assert good.ok, good.describe()
     assert note is not None, (f"{env}: a model answering in ~0.8 s under load did not bring {alertname} to "
                               f"{policy.receiver(env)} within 75 s; Prometheus alerts: "

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 from suite.deploy import DeploySettings
 from suite.deployers import DeployRequest
 from suite.faults import Fault, FaultContext, file_digests
-from suite.invariants import DeployOutcome, EnvironmentView, InvariantChecker, Violation
+from suite.invariants import INVARIANTS, DeployOutcome, EnvironmentView, InvariantChecker, Violation
 from suite.probe import ProbeReport, TrafficProbe
 
 
@@ -25,6 +25,7 @@ class FaultRun:
     duration_s: float
     expected_stage: str
     notes: List[str] = field(default_factory=list)
+    invariants_checked: List[int] = field(default_factory=lambda: list(INVARIANTS))
 
     @property
     def stage_matches(self) -> bool:
@@ -33,6 +34,7 @@ class FaultRun:
 
     def to_dict(self) -> dict:
         body = asdict(self)
+        body["violation_records"] = body.pop("violations")
         body["violations"] = [str(v) for v in self.violations]
         return body
 
@@ -67,7 +69,11 @@ def run_fault(fault: Fault, ctx: FaultContext, target: EnvironmentView, others: 
             outcome = deployer.deploy(request)
         fault.repair(ctx)
     expected = file_digests(registered_bytes[version]) if version in registered_bytes else None
-    violations = checker.after_failure(target, before, other_states, version if not overrides.alias else None,
+    judged_version = version if not overrides.alias else None
+    violations = checker.after_failure(target, before, other_states, judged_version,
                                        expected, outcome, materialized=fault.materializes)
+    # Invariant 3 (quarantine) only applies when a new version was attempted.
+    checked = [n for n in INVARIANTS if n != 3 or judged_version not in (None, before.committed)]
     return FaultRun(fault.name, fault.description, deployer.name, version, before.committed, outcome,
-                    violations, probe.report, time.perf_counter() - begin, fault.expected_stage, ctx.notes)
+                    violations, probe.report, time.perf_counter() - begin, fault.expected_stage, ctx.notes,
+                    checked)

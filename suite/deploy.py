@@ -56,6 +56,7 @@ class DeployResult:
     quarantined: Optional[str] = None
     previous_version: Optional[int] = None
     recovered: List[StageRecord] = field(default_factory=list)
+    started_at: float = 0.0  # epoch seconds, to place the deploy on the run's timeline
 
     def stage(self, name: str) -> StageRecord:
         return next(s for s in self.stages + self.rollback if s.name == name)
@@ -113,7 +114,7 @@ class Deployer:
 
     def deploy(self, alias: Optional[str] = None, version: Optional[int] = None) -> DeployResult:
         requested = f"alias {alias}" if alias is not None else f"version {version}"
-        result = DeployResult(env=self.target.env, model=self.model, requested=requested)
+        result = DeployResult(env=self.target.env, model=self.model, requested=requested, started_at=time.time())
         result.stages = [StageRecord(s) for s in STAGES]
         try:
             with environment_lock(self.target.repository, self.settings.lock_timeout):

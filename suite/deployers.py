@@ -44,7 +44,8 @@ class BuiltinDeployer:
                             request.model, self.golden, request.settings)
         result = deployer.deploy(alias=request.alias, version=request.version)
         self.last_result = result
-        return DeployOutcome(ok=result.ok, failed_stage=result.failed_stage, message=result.describe())
+        return DeployOutcome(ok=result.ok, failed_stage=result.failed_stage, message=result.describe(),
+                             result=result.to_dict())
 
 
 class CommandDeployer:

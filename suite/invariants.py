@@ -60,6 +60,7 @@ class DeployOutcome:
     failed_stage: Optional[str] = None
     message: str = ""
     exit_code: Optional[int] = None
+    result: Optional[dict] = None  # the builtin path's stage records (DeployResult.to_dict())
 
 
 @dataclass(frozen=True)

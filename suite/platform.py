@@ -30,12 +30,26 @@ class ModelSpec(_Strict):
     golden: Optional[str] = None  # path to the golden set, relative to the manifest
 
 
+class ClusterEndpoints(_Strict):
+    """How the gate, running in a pod of the cluster (`--target k8s`), reaches one environment."""
+
+    triton_url: str = Field(min_length=1)                  # http://triton.triton-dev.svc:8000
+    triton_grpc: Optional[str] = None                      # host:port; default: triton_url's host, 8001
+    triton_metrics_url: Optional[str] = None               # default: triton_url's host, 8002/metrics
+    prometheus_url: Optional[str] = None
+    alertmanager_url: Optional[str] = None
+    model_repository: Optional[str] = None                 # the PVC as mounted in the gate's pod
+    pod_selector: str = Field(default="app=triton", min_length=1)
+
+
 class EnvironmentSpec(_Strict):
     namespace: str = Field(min_length=1)
     release: str = Field(min_length=1)
     alert_receiver: Optional[str] = None
     alert_namespaces: Optional[List[str]] = None
+    # None: protected when the environment is named prod (suite/targets/guard.py).
     protected: Optional[bool] = None
+    cluster: Optional[ClusterEndpoints] = None
 
 
 PerEnvPaths = Union[str, Dict[str, str]]
@@ -51,11 +65,26 @@ class DeployerSpec(_Strict):
     command: str = Field(default="builtin", min_length=1)
 
 
+class RegistrySpec(_Strict):
+    mlflow_url: str = Field(min_length=1)  # the platform's MLflow, for deploys on `--target k8s`
+
+
+class ImagesSpec(_Strict):
+    """Images of `--target docker`; None keeps the defaults of suite/targets/docker.py."""
+
+    triton: Optional[str] = None
+    mlflow: Optional[str] = None
+    prometheus: Optional[str] = None
+    alertmanager: Optional[str] = None
+
+
 class PlatformSpec(_Strict):
     model: ModelSpec
     environments: Dict[str, EnvironmentSpec] = Field(min_length=1)
     monitoring: Optional[MonitoringSpec] = None
     deployer: DeployerSpec = DeployerSpec()
+    registry: Optional[RegistrySpec] = None
+    images: Optional[ImagesSpec] = None
 
 
 class Platform:

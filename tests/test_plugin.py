@@ -33,12 +33,21 @@ def test_markers_are_declared(pytester):
     result.stdout.fnmatch_lines(["@pytest.mark.deploy:*", "@pytest.mark.smoke:*", "@pytest.mark.chaos:*"])
 
 
-def test_junit_goes_to_the_report_dir(pytester):
+def test_reports_go_to_a_run_folder_of_the_report_dir(pytester):
     pytester.makepyfile("def test_ok():\n    pass\n")
     result = pytester.runpytest_subprocess("--report-dir", "out")
     result.assert_outcomes(passed=1)
-    assert (pytester.path / "out" / "junit.xml").is_file()
-    result.stdout.fnmatch_lines(["gate reports: *out/*junit*"])
+    latest = pytester.path / "out" / "latest"
+    assert sorted(p.name for p in latest.iterdir()) == ["junit.xml", "report.html", "summary.json"]
+    result.stdout.fnmatch_lines([f"gate reports (json, html, junit): {latest.resolve()}/"])
+
+
+def test_junitxml_still_wins_for_the_junit_file(pytester):
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("--report-dir", "out", "--junitxml", "mine.xml")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "mine.xml").is_file()
+    assert sorted(p.name for p in (pytester.path / "out" / "latest").iterdir()) == ["report.html", "summary.json"]
 
 
 def _broken_golden_platform(tmp: Path) -> Path:

@@ -1,0 +1,275 @@
+"""`make bench`: medians of the gate, the smoke subset, stack start-up and each deploy stage
+against its floor (the same Triton and MLflow calls made directly, on the same stack, in the
+same run, without the suite around them).
+
+    python -m reports.bench --runs 3 --smoke-runs 5 --stage-repeats 7
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+STAGES = ["register", "materialize", "load", "ready", "smoke", "commit"]
+TARGETS = {"gate_wall_s": 60.0, "smoke_checks_s": 3.0, "stage_ratio": 1.2}
+
+
+# -- whole runs, as a user runs them ------------------------------------------------------------
+
+
+def run_gate(args: List[str], report_dir: Path) -> Dict:
+    """One pytest session in a fresh process; its wall time and its summary.json."""
+    begin = time.perf_counter()
+    completed = subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider",
+                                "--report-dir", str(report_dir), "--report-format", "json"],
+                               capture_output=True, text=True)
+    wall = time.perf_counter() - begin
+    summary_path = report_dir / "latest" / "summary.json"
+    if not summary_path.exists():
+        raise RuntimeError(f"pytest {' '.join(args)} wrote no summary (exit {completed.returncode}):\n"
+                           + completed.stdout[-3000:] + completed.stderr[-3000:])
+    return {"wall_s": wall, "exit": completed.returncode, "summary": json.loads(summary_path.read_text())}
+
+
+def smoke_check_seconds(summary: Dict) -> float:
+    """The smoke checks themselves, with the platform already up and committed: call phases only
+    (stack start-up and the first deploy land in the first test's setup and are reported apart)."""
+    return sum(s["phases"].get("call", 0.0) for s in summary["scenarios"] if "smoke" in s["markers"])
+
+
+# -- stages: the suite's deploy path against the bare calls ----------------------------------------
+
+
+class FloorPath:
+    """The deploy path's Triton and MLflow calls, made directly with tritonclient and mlflow."""
+
+    def __init__(self, mlflow_uri: str, triton_url: str, repository: Path, registered: str, golden):
+        import tritonclient.http as httpclient
+        from mlflow import MlflowClient
+
+        self.mlflow_uri = mlflow_uri
+        self.mlflow = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+        self.triton = httpclient.InferenceServerClient(triton_url.split("://", 1)[-1], network_timeout=120)
+        self.repository = repository
+        self.registered = registered     # the registry name the suite deploys too
+        self.model = "floor_model"       # served under its own name, beside the suite's model
+        self.golden = golden
+
+    def _infer(self, model: str, version: int) -> None:
+        import tritonclient.http as httpclient
+
+        from suite.triton_client import triton_datatype
+
+        inputs = []
+        for name, array in self.golden.inputs.items():
+            tensor = httpclient.InferInput(name, list(array.shape), triton_datatype(array))
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        self.triton.infer(model, inputs, model_version=str(version),
+                          outputs=[httpclient.InferRequestedOutput(n) for n in self.golden.expected])
+
+    def cycle(self, version: int) -> Dict[str, float]:
+        import mlflow.artifacts
+
+        from suite import model_config
+
+        timings: Dict[str, float] = {}
+        folder = self.repository / self.model
+        candidate = f"{self.model}__candidate"
+
+        def timed(stage: str, action) -> None:
+            begin = time.perf_counter()
+            action()
+            timings[stage] = time.perf_counter() - begin
+
+        timed("register", lambda: self.mlflow.get_model_version(self.registered, str(version)))
+        scratch = Path(tempfile.mkdtemp(dir=self.repository))
+
+        def materialize() -> None:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.registered}/{version}", dst_path=str(scratch),
+                tracking_uri=self.mlflow_uri, registry_uri=self.mlflow_uri))
+            (folder / str(version)).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local / "model.onnx", folder / str(version) / "model.onnx")
+
+        timed("materialize", materialize)
+        shutil.rmtree(scratch)
+        onnx_bytes = (folder / str(version) / "model.onnx").read_bytes()
+        config = model_config.from_onnx(self.model, folder / str(version) / "model.onnx")
+        live = model_config.pinned(config, version)
+        candidate_config = model_config.pinned(config, version)
+        candidate_config.name = candidate
+        timed("load", lambda: self.triton.load_model(candidate, config=model_config.to_json(candidate_config),
+                                                     files={f"file:{version}/model.onnx": onnx_bytes}))
+        timed("ready", lambda: self.triton.is_model_ready(candidate, str(version)))
+        timed("smoke", lambda: self._infer(candidate, version))
+
+        def commit() -> None:
+            self.triton.load_model(self.model, config=model_config.to_json(live))
+            while True:  # the same settle condition the suite waits for: nothing loading or unloading
+                index = [e for e in self.triton.get_model_repository_index() if e.get("name") == self.model]
+                if not any(e.get("state") in ("LOADING", "UNLOADING") for e in index) \
+                        and self.triton.is_model_ready(self.model, str(version)):
+                    break
+                time.sleep(0.05)
+            self._infer(self.model, version)
+            self.triton.unload_model(candidate)
+            for name, text in (("config.pbtxt", model_config.render(live)),
+                               ("current.json", json.dumps({"active_version": version}))):
+                (folder / f".{name}.tmp").write_text(text)
+                os.replace(folder / f".{name}.tmp", folder / name)
+
+        timed("commit", commit)
+        return timings
+
+
+def measure_stages(workdir: Path, repeats: int) -> Dict[str, Dict[str, List[float]]]:
+    """Alternate two versions, `repeats` times, through the suite and through the floor."""
+    from suite import reference_model
+    from suite.deploy import Deployer, DeployTarget
+    from suite.golden import load_golden
+    from suite.platform import load_platform, default_platform_path
+    from suite.stack import LocalStack
+
+    platform = load_platform(default_platform_path())
+    golden = load_golden(platform.golden_path())
+    model = platform.model.name
+    measured: Dict[str, Dict[str, List[float]]] = {"suite": {s: [] for s in STAGES},
+                                                   "floor": {s: [] for s in STAGES}}
+    with LocalStack(workdir, ["bench"]) as stack:
+        measured["stack_start_s"] = stack.timings["stack"]  # type: ignore[assignment]
+        env = stack.environments["bench"]
+        registry = stack.registry()
+        versions = [registry.register_onnx(model, reference_model.build_onnx(variant)).version
+                    for variant in ("v1", "retrained")]
+        floor = FloorPath(stack.mlflow.uri, env.triton.http_url, env.repository, model, golden)
+        deployer = Deployer(registry, DeployTarget("bench", env.repository, env.triton), model, golden)
+        for round_ in range(repeats + 1):  # round 0 warms both paths up and is not counted
+            version = versions[round_ % 2]
+            floor_times = floor.cycle(version)
+            result = deployer.deploy(version=version)
+            if not result.ok:
+                raise RuntimeError(f"bench deploy failed:\n{result.describe()}")
+            if round_:
+                for stage in STAGES:
+                    measured["floor"][stage].append(floor_times[stage])
+                    measured["suite"][stage].append(result.stage(stage).duration_s)
+    return measured
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def median(values: List[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def fmt(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def table(results: Dict) -> str:
+    gate, smoke, stages = results["gate"], results["smoke"], results["stages"]
+    gate_wall = median([r["wall_s"] for r in gate])
+    smoke_wall = median([r["wall_s"] for r in smoke])
+    smoke_checks = median([smoke_check_seconds(r["summary"]) for r in smoke])
+    starts = [r["summary"]["stack"]["timings"].get("stack") for r in gate + smoke]
+    stack_start = median([s for s in starts if s is not None])
+
+    def verdict(value: Optional[float], target: float) -> str:
+        return "–" if value is None else ("met" if value <= target else "MISSED")
+
+    lines = [f"Bench of {results['date']} ({results['machine']}): {len(gate)} gate run(s), {len(smoke)} smoke "
+             f"run(s), {results['stage_repeats']} deploys per path for the stages.", "",
+             "| measure | median | target | |", "|---|---|---|---|",
+             f"| full gate, wall (`pytest scenarios`) | {fmt(gate_wall)} | ≤ 60 s | {verdict(gate_wall, 60)} |",
+             f"| smoke subset, wall (`pytest scenarios -m smoke`, embedded stack started and first deploys included) "
+             f"| {fmt(smoke_wall)} | | |",
+             f"| smoke checks against the running platform (call phases) | {fmt(smoke_checks)} | ≤ 3 s | "
+             f"{verdict(smoke_checks, 3)} |",
+             f"| stack start-up (MLflow and Tritons in parallel) | {fmt(stack_start)} | | |",
+             "", "| deploy stage | in the gate runs | suite, bench | floor, bench | suite / floor | ≤ 1.2× |",
+             "|---|---|---|---|---|---|"]
+    gate_stats: Dict[str, List[float]] = {}
+    for run in gate:
+        for name, stat in run["summary"]["stage_statistics"].items():
+            gate_stats.setdefault(name, []).append(stat["median_s"])
+    for stage in STAGES:
+        suite_m, floor_m = median(stages["suite"][stage]), median(stages["floor"][stage])
+        ratio = suite_m / floor_m if suite_m is not None and floor_m else None
+        # Sub-millisecond stages are dominated by timer noise; judge them by the absolute gap.
+        ok = ratio is not None and (ratio <= TARGETS["stage_ratio"] or (suite_m - floor_m) < 0.002)
+        lines.append(f"| {stage} | {fmt(median(gate_stats.get(stage, [])))} | {fmt(suite_m)} | {fmt(floor_m)} | "
+                     f"{'–' if ratio is None else f'{ratio:.2f}×'} | {'met' if ok else 'MISSED'} |")
+    lines += ["", "Where the gate's time goes (median over the gate runs; setup includes stack start-up):", "",
+              "| scenario module | scenarios | seconds | share |", "|---|---|---|---|"]
+    for module, (count, seconds, share) in time_by_module([r["summary"] for r in gate]):
+        lines.append(f"| `{module}` | {count} | {seconds:.1f} | {share:.0%} |")
+    return "\n".join(lines)
+
+
+def time_by_module(summaries: List[Dict]) -> List[tuple]:
+    per_run: Dict[str, List[float]] = {}
+    counts: Dict[str, int] = {}
+    for summary in summaries:
+        totals: Dict[str, float] = {}
+        for scenario in summary["scenarios"]:
+            module = scenario["nodeid"].split("::")[0]
+            totals[module] = totals.get(module, 0.0) + scenario["duration_s"]
+            counts[module] = counts.get(module, 0) + (1 if summary is summaries[0] else 0)
+        for module, seconds in totals.items():
+            per_run.setdefault(module, []).append(seconds)
+    medians = {m: statistics.median(v) for m, v in per_run.items()}
+    whole = sum(medians.values()) or 1.0
+    return sorted(((m, counts[m], s, s / whole) for m, s in medians.items()), key=lambda row: -row[2])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="full gate runs (default 3)")
+    parser.add_argument("--smoke-runs", type=int, default=5, help="smoke subset runs (default 5)")
+    parser.add_argument("--stage-repeats", type=int, default=7, help="deploys per path for the stage floors")
+    parser.add_argument("--out", default="reports/out/bench", help="where bench.md and bench.json go")
+    parser.add_argument("--gate-args", default="scenarios", help="what the gate runs (default: scenarios)")
+    options = parser.parse_args(argv)
+    out = Path(options.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results: Dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                     "machine": f"{os.cpu_count()} cores", "stage_repeats": options.stage_repeats}
+    print(f"stages: {options.stage_repeats} deploys through the suite and through the floor ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gate-bench-") as scratch:
+        results["stages"] = measure_stages(Path(scratch), options.stage_repeats)
+    results["smoke"], results["gate"] = [], []
+    for i in range(options.smoke_runs):
+        print(f"smoke run {i + 1}/{options.smoke_runs} ...", flush=True)
+        results["smoke"].append(run_gate(["scenarios", "-m", "smoke"], out / f"smoke-{i + 1}"))
+    for i in range(options.runs):
+        print(f"gate run {i + 1}/{options.runs} ...", flush=True)
+        results["gate"].append(run_gate(options.gate_args.split(), out / f"gate-{i + 1}"))
+    text = table(results)
+    (out / "bench.md").write_text(text + "\n")
+    (out / "bench.json").write_text(json.dumps(
+        {k: v for k, v in results.items() if k not in ("gate", "smoke")}
+        | {"gate": [{"wall_s": r["wall_s"], "exit": r["exit"], "verdict": r["summary"]["verdict"]} for r in results["gate"]],
+           "smoke": [{"wall_s": r["wall_s"], "exit": r["exit"], "smoke_checks_s": smoke_check_seconds(r["summary"])}
+                     for r in results["smoke"]]}, indent=2, default=str))
+    print(text)
+    failed = [r for r in results["gate"] + results["smoke"] if r["exit"] != 0]
+    if failed:
+        print(f"{len(failed)} run(s) did not pass: the timings above are not a clean bench.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

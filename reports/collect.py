@@ -1,0 +1,202 @@
+"""Turn per-phase test reports (plain data) into scenario records and the run's summary."""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from suite.invariants import INVARIANTS
+
+SCHEMA = "triton-gate-summary/1"
+LONGREPR_LIMIT = 8000
+
+# Evidence the scenarios and fixtures attach as user properties (name -> JSON text or value).
+DEPLOY, FAULT_RUN, ALERT, DIAGNOSTICS = "deploy", "fault_run", "alert", "diagnostics"
+
+
+@dataclass
+class PhaseReport:
+    """One phase (setup, call, teardown) of one test, as plain data that survives xdist."""
+
+    nodeid: str
+    when: str
+    outcome: str  # passed | failed | skipped
+    duration: float
+    user_properties: List[Any] = field(default_factory=list)
+    message: str = ""      # the crash line: what was expected and what was seen
+    longrepr: str = ""
+    wasxfail: bool = False
+    markers: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Scenario:
+    nodeid: str
+    outcome: str = "passed"  # passed | failed | error | skipped | xfailed | xpassed
+    duration_s: float = 0.0
+    phases: Dict[str, float] = field(default_factory=dict)
+    markers: List[str] = field(default_factory=list)
+    message: str = ""
+    longrepr: str = ""
+    fault: Optional[str] = None
+    deploys: List[dict] = field(default_factory=list)
+    fault_runs: List[dict] = field(default_factory=list)
+    invariants: Dict[str, List[int]] = field(default_factory=lambda: {"checked": [], "violated": []})
+    alerts: List[dict] = field(default_factory=list)
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("failed", "error", "xpassed")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class RunCollector:
+    """Merges phase reports, in arrival order, into one record per scenario."""
+
+    def __init__(self) -> None:
+        self.scenarios: Dict[str, Scenario] = {}
+
+    def add(self, report: PhaseReport) -> None:
+        scenario = self.scenarios.setdefault(report.nodeid, Scenario(report.nodeid))
+        scenario.phases[report.when] = round(report.duration, 4)
+        scenario.duration_s = round(sum(scenario.phases.values()), 4)
+        scenario.markers = sorted(set(scenario.markers) | set(report.markers))
+        if report.when == "call" or report.outcome != "passed":
+            self._outcome(scenario, report)
+        if report.when == "teardown":
+            self._evidence(scenario, report.user_properties)
+
+    @staticmethod
+    def _outcome(scenario: Scenario, report: PhaseReport) -> None:
+        if scenario.outcome in ("failed", "error"):
+            return  # the first failure is the one to explain
+        if report.wasxfail:
+            scenario.outcome = "xfailed" if report.outcome == "skipped" else "xpassed"
+        elif report.outcome == "skipped":
+            scenario.outcome = "skipped"
+        elif report.outcome == "failed":
+            scenario.outcome = "failed" if report.when == "call" else "error"
+        else:
+            scenario.outcome = "passed"
+        if report.outcome != "passed" or report.wasxfail:
+            scenario.message = report.message
+            scenario.longrepr = report.longrepr[-LONGREPR_LIMIT:]
+
+    @staticmethod
+    def _evidence(scenario: Scenario, properties: List[Any]) -> None:
+        """user_properties accumulate over the phases: the teardown report carries them all."""
+        for name, value in properties:
+            value = _decode(value)
+            if name == DEPLOY:
+                scenario.deploys.append(value)
+            elif name == FAULT_RUN:
+                scenario.fault_runs.append(value)
+                scenario.fault = scenario.fault or value.get("fault")
+                result = (value.get("outcome") or {}).get("result")
+                if result:
+                    scenario.deploys.append(result)
+                checked = value.get("invariants_checked") or list(INVARIANTS)
+                violated = [v["invariant"] for v in value.get("violation_records", [])]
+                scenario.invariants["checked"] = sorted(set(scenario.invariants["checked"]) | set(checked))
+                scenario.invariants["violated"] = sorted(set(scenario.invariants["violated"]) | set(violated))
+            elif name == ALERT:
+                scenario.alerts.append(value)
+            elif name == DIAGNOSTICS:
+                scenario.diagnostics.update(value)
+
+
+def headline(scenario: Scenario) -> str:
+    """One line that says why a scenario failed: the first violated invariant, else the crash line."""
+    for run in scenario.fault_runs:
+        for violation in run.get("violations", []):
+            return f"VIOLATED {violation}"
+    first = scenario.message.strip().splitlines()[0] if scenario.message.strip() else ""
+    return first or scenario.outcome
+
+
+def stage_statistics(scenarios: List[Scenario]) -> Dict[str, dict]:
+    """Per deploy stage: how often it ran, its median and its slowest duration."""
+    durations: Dict[str, List[float]] = {}
+    for scenario in scenarios:
+        for deploy in scenario.deploys:
+            for stage in deploy.get("stages", []) + deploy.get("rollback", []):
+                if stage.get("outcome") != "not run":
+                    durations.setdefault(stage["name"], []).append(stage["duration_s"])
+    return {name: {"count": len(values), "median_s": round(statistics.median(values), 4),
+                   "max_s": round(max(values), 4)} for name, values in durations.items()}
+
+
+def fault_matrix(scenarios: List[Scenario]) -> List[dict]:
+    """One row per fault run: for every invariant, held, violated (with the detail) or not checked."""
+    rows = []
+    for scenario in scenarios:
+        for run in scenario.fault_runs:
+            checked = set(run.get("invariants_checked") or INVARIANTS)
+            violated: Dict[int, List[str]] = {}
+            for record in run.get("violation_records", []):
+                violated.setdefault(record["invariant"], []).append(record["detail"])
+            cells = {}
+            for number in INVARIANTS:
+                if number in violated:
+                    cells[str(number)] = {"state": "violated", "detail": "; ".join(violated[number])}
+                elif number in checked:
+                    cells[str(number)] = {"state": "held", "detail": ""}
+                else:
+                    cells[str(number)] = {"state": "not checked", "detail": ""}
+            rows.append({"fault": run.get("fault"), "deployer": run.get("deployer"), "scenario": scenario.nodeid,
+                         "outcome": scenario.outcome, "failed_stage": _failed_at(run.get("outcome") or {}),
+                         "duration_s": run.get("duration_s"), "invariants": cells})
+    return rows
+
+
+def _failed_at(outcome: dict) -> str:
+    """The builtin path names its stage; a platform's command only has its exit status."""
+    if outcome.get("failed_stage"):
+        return outcome["failed_stage"]
+    if outcome.get("exit_code") is not None:
+        return f"exit {outcome['exit_code']}"
+    return "reported success" if outcome.get("ok") else ""
+
+
+def counts(scenarios: List[Scenario]) -> Dict[str, int]:
+    tally = {k: 0 for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
+    for scenario in scenarios:
+        tally[scenario.outcome] += 1
+    tally["total"] = len(scenarios)
+    return tally
+
+
+def verdict(tally: Dict[str, int], exit_status: int) -> str:
+    """pass only when pytest itself succeeded and nothing failed; error when pytest could not finish."""
+    if tally["failed"] or tally["error"] or tally["xpassed"]:
+        return "fail"
+    if exit_status == 0 and tally["total"]:
+        return "pass"
+    return "fail" if exit_status == 1 else "error"
+
+
+def build_summary(run: Dict[str, Any], scenarios: List[Scenario], exit_status: int) -> Dict[str, Any]:
+    tally = counts(scenarios)
+    alerts = [dict(alert, scenario=s.nodeid) for s in scenarios for alert in s.alerts]
+    return {
+        "schema": SCHEMA,
+        **run,
+        "verdict": verdict(tally, exit_status),
+        "exit_status": exit_status,
+        "counts": tally,
+        "invariants": {str(k): v for k, v in INVARIANTS.items()},
+        "stage_statistics": stage_statistics(scenarios),
+        "fault_matrix": fault_matrix(scenarios),
+        "alerts": alerts,
+        "scenarios": [dict(asdict(s), headline=headline(s) if s.failed else "") for s in scenarios],
+    }

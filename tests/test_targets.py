@@ -1,0 +1,583 @@
+"""Targets docker and k8s without an engine or a cluster: construction, rules, messages, skips."""
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes.client import (V1ContainerState, V1ContainerStateRunning, V1ContainerStateWaiting,
+                               V1ContainerStatus, V1ObjectMeta, V1Pod, V1PodCondition, V1PodStatus)
+
+from suite.errors import GateError, PlatformError, StackStartError
+from suite.platform import EnvironmentSpec, load_platform
+from suite.targets import docker as dk
+from suite.targets import guard, k8s
+from tests.platform_copies import copy_reference, edit
+
+PROD = EnvironmentSpec(namespace="triton-prod", release="monitoring-prod")
+DEV = EnvironmentSpec(namespace="triton-dev", release="monitoring-dev")
+SPECS = {"dev": DEV, "prod": PROD}
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+REFUSED_PROD_CHAOS = (
+    "--target k8s: refused to run a destructive scenario (marked chaos) on protected environment 'prod' "
+    "(namespace triton-prod). Expected --allow-destructive for a protected environment; seen: prod is "
+    "protected by default because it is named prod and --allow-destructive was not given. To run it: pass "
+    "--allow-destructive (it changes what prod serves), or set `protected: false` for prod in the manifest, "
+    "or select a read-only subset with -m smoke.")
+
+
+# -- the refusal rules ----------------------------------------------------------------------------
+
+
+def test_prod_is_protected_by_default_and_the_manifest_decides_otherwise():
+    assert guard.is_protected("prod", PROD) and not guard.is_protected("dev", DEV)
+    assert not guard.is_protected("prod", PROD.model_copy(update={"protected": False}))
+    assert guard.is_protected("dev", DEV.model_copy(update={"protected": True}))
+
+
+def test_destructive_scenario_on_prod_is_refused_with_the_exact_message():
+    assert guard.refusal("k8s", ["marked chaos"], ["prod"], SPECS, allow_destructive=False) == REFUSED_PROD_CHAOS
+    with pytest.raises(guard.DestructiveRefused, match="refused to run a destructive scenario"):
+        guard.check("k8s", ["marked chaos"], ["prod"], SPECS, allow_destructive=False)
+
+
+@pytest.mark.parametrize("target,reasons,envs,allow", [
+    ("k8s", ["marked chaos"], ["prod"], True),      # permission given
+    ("k8s", ["marked deploy"], ["dev"], False),     # dev is not protected
+    ("k8s", [], ["prod"], False),                   # read-only (smoke)
+    ("local", ["marked chaos"], ["prod"], False),   # the gate's own stacks are thrown away
+    ("docker", ["marked chaos"], ["prod"], False),
+])
+def test_what_is_not_refused(target, reasons, envs, allow):
+    assert guard.refusal(target, reasons, envs, SPECS, allow) is None
+    guard.check(target, reasons, envs, SPECS, allow)
+
+
+def test_explicitly_protected_env_and_unknown_env_say_so():
+    specs = {"dev": DEV.model_copy(update={"protected": True}), "prod": PROD.model_copy(update={"protected": False})}
+    message = guard.refusal("k8s", ["uses fixture deploy"], ["dev", "prod"], specs, False, env_known=False)
+    assert message is not None
+    assert ("(uses fixture deploy) on protected environment 'dev' (namespace triton-dev) (the scenario has no env "
+            "parameter, so it may touch every environment)") in message
+    assert "seen: dev is marked `protected: true` in the platform manifest" in message
+
+
+def test_destructive_reasons_come_from_markers_then_fixtures():
+    assert guard.destructive_reasons(["smoke", "parametrize"], ["gate_stack", "committed"]) == []
+    assert guard.destructive_reasons(["deploy", "chaos"], ["deploy"]) == ["marked chaos", "marked deploy"]
+    assert guard.destructive_reasons(["alerts"], ["gate_stack", "run_fault", "deploy"]) == ["uses fixture deploy"]
+
+
+# -- docker: containers described, not started ----------------------------------------------------
+
+
+@pytest.fixture
+def plan(tmp_path) -> dk.ContainerPlan:
+    return dk.ContainerPlan("run42-gw0", tmp_path)
+
+
+def test_triton_container_is_explicit_labelled_bind_mounted_and_local(plan, tmp_path):
+    repository = tmp_path / "model-repository" / "dev"
+    container, endpoints = plan.triton("dev", repository)
+    assert container.image == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert container._name == "triton-gate-run42-gw0-triton-dev"
+    assert container._kwargs["labels"] == {"io.triton-gate.run-id": "run42-gw0", "io.triton-gate.role": "triton",
+                                           "io.triton-gate.env": "dev"}
+    assert container.volumes == {str(repository.resolve()): {"bind": "/models", "mode": "rw,rslave"}}
+    script = container._command[2]
+    assert "--model-control-mode=explicit" in script and "--model-repository=/models" in script
+    bound = {port: container.ports[f"{port}/tcp"] for port in (8000, 8001, 8002)}
+    assert all(host == "127.0.0.1" for host, _ in bound.values())
+    assert endpoints.http == f"http://127.0.0.1:{bound[8000][1]}"
+    assert endpoints.grpc == f"127.0.0.1:{bound[8001][1]}"
+    assert endpoints.metrics == f"http://127.0.0.1:{bound[8002][1]}/metrics"
+    assert isinstance(container._wait_strategy, dk.TritonModelsReady)
+    assert container._wait_strategy.http_url == endpoints.http
+
+
+def test_mlflow_prometheus_alertmanager_containers(plan, tmp_path):
+    mlflow, uri = plan.mlflow(tmp_path / "mlflow")
+    assert mlflow.image == dk.MLFLOW_IMAGE and mlflow.env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    assert mlflow.volumes[str((tmp_path / "mlflow").resolve())]["bind"] == "/mlflow"
+    assert "sqlite:////mlflow/mlflow.db" in mlflow._command and mlflow._wait_strategy.url == f"{uri}/health"
+    config = tmp_path / "prometheus.yml"
+    prometheus = plan.prometheus("prod", config, None, 19090)
+    alertmanager = plan.alertmanager("prod", tmp_path / "am.yml", 19093)
+    for container, role in ((prometheus, "prometheus"), (alertmanager, "alertmanager")):
+        # host networking must not drop the run id labels (with_kwargs replaces the extra arguments)
+        assert container._kwargs == {"labels": plan.labels(role, "prod"), "network_mode": "host"}
+        assert container._wait_strategy.url.endswith("/-/ready")
+    assert "--cluster.listen-address=" in alertmanager._command
+    assert prometheus.volumes[str(config.resolve())] == {"bind": "/etc/prometheus/prometheus.yml", "mode": "ro"}
+
+
+def test_docker_stack_builds_one_triton_per_env_without_an_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE["DOCKER_HOST"])
+    stack = dk.DockerStack(tmp_path, ["dev", "prod"], dk.Images.choose(None, "25.01-py3"), "r1-main")
+    images = {c.image for c in stack.containers()}
+    assert images == {"nvcr.io/nvidia/tritonserver:25.01-py3", dk.MLFLOW_IMAGE}
+    assert {c._kwargs["labels"]["io.triton-gate.run-id"] for c in stack.containers()} == {"r1-main"}
+    assert stack.environments["prod"].repository == tmp_path / "model-repository" / "prod"
+    ports = [p for c in stack.containers() for _, p in c.ports.values()]
+    assert len(ports) == len(set(ports)) == 7  # 3 per Triton + MLflow, none shared
+    stack.stop()  # nothing started: nothing to remove, and no engine is asked
+
+
+def test_image_choice_option_beats_manifest_beats_default(tmp_path):
+    platform = copy_reference(tmp_path)
+    manifest = platform / "platform.yaml"
+    manifest.write_text(manifest.read_text() + "images: {triton: 'registry.local/triton:1', mlflow: 'm:2'}\n")
+    images = load_platform(manifest).spec.images
+    assert dk.Images.choose(images) == dk.Images(triton="registry.local/triton:1", mlflow="m:2")
+    assert dk.Images.choose(images, "nvcr.io/nvidia/tritonserver:25.01-py3").triton.endswith("25.01-py3")
+    assert dk.triton_image("25.01-py3") == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    assert dk.triton_image("my.registry/tritonserver:x") == "my.registry/tritonserver:x"
+
+
+def test_triton_command_loads_exactly_the_committed_models(tmp_path):
+    """The container's start command, run by a real /bin/sh with a stand-in `tritonserver`."""
+    bin_dir, repo = tmp_path / "bin", tmp_path / "models"
+    bin_dir.mkdir()
+    fake = bin_dir / "tritonserver"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    for name, committed in (("best_model", True), ("other", False), ("third", True)):
+        (repo / name).mkdir(parents=True)
+        if committed:
+            (repo / name / "current.json").write_text("{}")
+    argv = dk.triton_command(str(repo))
+    out = subprocess.run(argv, capture_output=True, text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
+    args = out.stdout.split()
+    assert [a for a in args if a.startswith("--load-model")] == ["--load-model=best_model", "--load-model=third"]
+    assert "--model-control-mode=explicit" in args and f"--model-repository={repo}" in args
+
+
+class _FakeTriton:
+    """An HTTP server answering like Triton: live, and a model ready only once told so."""
+
+    def __init__(self) -> None:
+        self.model_ready = False
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                ok = self.path == "/v2/health/live" or (self.path.endswith("/ready") and owner.model_ready)
+                self.send_response(200 if ok else 400)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class _NoLogs:
+    image = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+    def get_logs(self):
+        return b"I1126 model best_model loading\n", b"E1126 failed to load best_model\n"
+
+
+def test_model_level_wait_is_not_satisfied_by_a_live_server(tmp_path):
+    fake = _FakeTriton()
+    (tmp_path / "best_model").mkdir()
+    (tmp_path / "best_model" / "current.json").write_text("{}")
+    wait = dk.TritonModelsReady(fake.url, tmp_path, timeout=0.6, poll=0.1)
+    assert wait.pending() == ["best_model"]
+    with pytest.raises(StackStartError) as raised:
+        wait.wait_until_ready(_NoLogs())
+    assert "models ['best_model'] READY within 1 s; still waiting for ['best_model']" in str(raised.value)
+    assert "failed to load best_model" in str(raised.value)  # the container's log is attached
+    fake.model_ready = True
+    wait.wait_until_ready(_NoLogs())
+    fake.server.shutdown()
+
+
+def test_no_engine_gives_the_exact_skip_reason():
+    reason = dk.engine_problem(NO_ENGINE, timeout=1)
+    assert reason is not None
+    assert reason.startswith("--target docker: no Docker engine answers at unix:///nonexistent/docker.sock (")
+    assert reason.endswith("); start Docker or use --target local")
+    assert dk.engine_address({}) == "unix:///var/run/docker.sock"
+
+
+# -- k8s: real V1Pod objects, config loading -----------------------------------------------------
+
+
+def _pod(name="triton-0", phase="Running", ready="True", containers=(("triton", True, None),)) -> V1Pod:
+    statuses = []
+    for cname, cready, waiting in containers:
+        state = V1ContainerState(waiting=V1ContainerStateWaiting(reason=waiting)) if waiting else \
+            V1ContainerState(running=V1ContainerStateRunning())
+        statuses.append(V1ContainerStatus(name=cname, ready=cready, restart_count=3 if waiting else 0, image="i",
+                                          image_id="", state=state))
+    return V1Pod(metadata=V1ObjectMeta(name=name, namespace="triton-dev"),
+                 status=V1PodStatus(phase=phase, conditions=[V1PodCondition(type="Ready", status=ready)],
+                                    container_statuses=statuses))
+
+
+def test_a_running_ready_pod_has_no_problem():
+    assert k8s.pod_problems(_pod()) == []
+    assert k8s.triton_pod_problems([_pod(), _pod("triton-1")], "triton-dev", "app=triton") == []
+
+
+def test_a_pod_with_a_not_ready_container_is_reported():
+    pod = _pod(ready="False", containers=(("triton", True, None), ("sidecar", False, "CrashLoopBackOff")))
+    assert k8s.pod_problems(pod) == [
+        "pod triton-0: condition Ready=False, expected True",
+        "pod triton-0: container sidecar not ready (waiting: CrashLoopBackOff, 3 restarts)"]
+
+
+def test_pending_pods_and_no_pods_are_reported():
+    assert k8s.pod_problems(_pod(phase="Pending", ready="False", containers=())) == [
+        "pod triton-0: phase Pending, expected Running", "pod triton-0: condition Ready=False, expected True",
+        "pod triton-0: no container statuses"]
+    problems = k8s.triton_pod_problems([], "triton-prod", "app=triton")
+    assert problems[0].startswith("no pod in namespace triton-prod matches 'app=triton'")
+
+
+def _kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gate",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "gate", "context": {"cluster": "c", "user": "u", "namespace": "triton-dev"}}]}))
+    return path
+
+
+def test_kubeconfig_is_loaded_and_a_missing_one_is_explained(tmp_path):
+    api = k8s.load_client(str(_kubeconfig(tmp_path / "kc", "https://10.9.8.7:6443")), environ={})
+    assert api.configuration.host == "https://10.9.8.7:6443"
+    assert api.configuration.api_key == {"BearerToken": "Bearer t0ken"}
+    with pytest.raises(k8s.ClusterUnavailable):
+        k8s.load_client(str(tmp_path / "absent"), environ={})
+    with pytest.raises(k8s.ClusterUnavailable, match="context"):
+        k8s.load_client(str(tmp_path / "kc"), context="nope", environ={})
+
+
+def test_in_cluster_config_is_used_in_a_pod(monkeypatch):
+    # In a pod without a mounted service account token the error names what is missing.
+    environ = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert k8s.cluster_problem(environ=environ, timeout=1).startswith("--target k8s: no cluster: ")
+
+
+def test_no_cluster_gives_the_exact_skip_reason(tmp_path):
+    assert k8s.cluster_problem(str(tmp_path / "absent"), environ={}) == \
+        "--target k8s: no cluster: Invalid kube-config file. No configuration found."
+    closed = k8s.cluster_problem(str(_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9")), environ={}, timeout=2)
+    assert closed.startswith("--target k8s: no cluster: ") and "127.0.0.1" in closed
+
+
+def _cluster_platform(tmp_path: Path, extra: str = "") -> Path:
+    """The reference platform with a `cluster:` section per environment, as the hook Job would use."""
+    manifest = copy_reference(tmp_path) / "platform.yaml"
+    raw = yaml.safe_load(manifest.read_text())
+    for env, spec in raw["environments"].items():
+        spec["cluster"] = {"triton_url": f"http://triton.{spec['namespace']}.svc:8000",
+                           "prometheus_url": f"http://prometheus.monitoring-{env}.svc:9090",
+                           "alertmanager_url": f"http://alertmanager.monitoring-{env}.svc:9093",
+                           "model_repository": str(tmp_path / "pvc" / env)}
+    manifest.write_text(yaml.safe_dump(raw) + extra)
+    return manifest
+
+
+def test_manifest_names_cluster_endpoints_and_stays_strict(tmp_path):
+    platform = load_platform(_cluster_platform(tmp_path, "registry: {mlflow_url: http://mlflow.mlops.svc:5000}\n"))
+    stack = k8s.ClusterStack(platform, environ={})
+    dev = stack.environments["dev"]
+    assert dev.server.endpoints.http == "http://triton.triton-dev.svc:8000"
+    assert dev.server.endpoints.grpc == "triton.triton-dev.svc:8001"
+    assert dev.server.endpoints.metrics == "http://triton.triton-dev.svc:8002/metrics"
+    assert dev.repository == tmp_path / "pvc" / "dev" and dev.cluster.pod_selector == "app=triton"
+    assert stack.mlflow.uri == "http://mlflow.mlops.svc:5000" and stack.dead_servers() == []
+    with pytest.raises(k8s.UnsupportedOnCluster, match="kill Triton of dev"):
+        dev.server.kill()
+    typo = tmp_path / "typo"
+    typo.mkdir()
+    bad = _cluster_platform(typo)
+    edit(bad, "prometheus_url:", "prometheus_ulr:")
+    with pytest.raises(PlatformError, match=r"environments.dev.cluster.prometheus_ulr: unknown key"):
+        load_platform(bad)
+
+
+def test_k8s_stack_needs_cluster_sections_and_a_registry_to_deploy(tmp_path):
+    with pytest.raises(GateError, match=r"environments \['dev', 'prod'\] .* have no `cluster:` section"):
+        k8s.ClusterStack(load_platform(copy_reference(tmp_path) / "platform.yaml"))
+    other = tmp_path / "o"
+    other.mkdir()
+    stack = k8s.ClusterStack(load_platform(_cluster_platform(other)), environ={})
+    with pytest.raises(GateError, match="no MLflow to deploy from"):
+        stack.registry()
+
+
+def test_committed_on_cluster_reads_current_json_and_never_deploys(tmp_path):
+    from fixtures.targets import committed_on_cluster
+
+    stack = k8s.ClusterStack(load_platform(_cluster_platform(tmp_path)), environ={})
+    folder = tmp_path / "pvc" / "dev" / "best_model"
+    folder.mkdir(parents=True)
+    with pytest.raises(pytest.fail.Exception, match="dev has no committed version: expected .*current.json"):
+        committed_on_cluster(stack, "best_model", "dev")
+    (folder / "current.json").write_text('{"active_version": 7, "run_id": "r", "alias": "A", '
+                                         '"updated_at_utc": "20261126T120000"}')
+    assert committed_on_cluster(stack, "best_model", "dev") == 7
+
+
+def test_prometheus_target_evaluation():
+    up = {"labels": {"job": "triton", "namespace": "triton-dev"}, "health": "up", "scrapeUrl": "u"}
+    assert k8s.target_problems([up], "triton-dev", ["triton-prod"]) == []
+    down = {**up, "health": "down", "lastError": "connection refused"}
+    foreign = {"labels": {"job": "triton", "namespace": "triton-prod"}, "health": "up"}
+    assert k8s.target_problems([down, foreign], "triton-dev", ["triton-prod"]) == [
+        "target u is down: connection refused",
+        "also scrapes the other environment: {'job': 'triton', 'namespace': 'triton-prod'}"]
+    assert k8s.target_problems([], "triton-dev", [])[0].startswith("no job=triton target in namespace triton-dev")
+
+
+def test_live_alertmanager_config_routing_is_checked_and_can_fail(tmp_path):
+    platform = load_platform(copy_reference(tmp_path) / "platform.yaml")
+    config = (platform.base_dir / "monitoring" / "alertmanager-dev.yaml").read_text()
+    assert k8s.live_routing_problems(platform, "dev", config, ["TritonDown"]) == []
+    leaky = config.replace('namespace="triton-dev"', 'namespace=~"triton-.*"')  # dev's route matches prod too
+    assert leaky != config
+    wrong = k8s.live_routing_problems(platform, "dev", leaky, ["TritonDown"])
+    assert any("namespace='triton-prod'" in w and "slack-dev" in w for w in wrong), wrong
+
+
+# -- the plugin, black-box ------------------------------------------------------------------------
+
+# A stand-in stack: these runs must never start servers, so a started one fails loudly.
+CONFTEST = """
+import pytest
+
+class StandIn:
+    def dead_servers(self):
+        return []
+
+@pytest.fixture(scope="session")
+def gate_stack():
+    return StandIn()
+"""
+
+SCENARIOS = """
+import pytest
+
+@pytest.fixture(params=["dev", "prod"])
+def env(request):
+    return request.param
+
+@pytest.mark.chaos
+def test_chaos(env, gate_stack):
+    pass
+
+@pytest.mark.deploy
+def test_deploy_everywhere(gate_stack):
+    pass
+
+@pytest.mark.smoke
+def test_smoke(env, gate_stack):
+    pass
+
+def test_offline():
+    pass
+"""
+
+
+@pytest.fixture
+def scenarios(pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_scenarios=SCENARIOS)
+    return pytester
+
+
+def _reasons(result) -> list:
+    """Every skip reason, once per skipped test (-rs folds equal ones: `SKIPPED [3] file:line: reason`)."""
+    reasons = []
+    for line in result.stdout.lines:
+        match = re.match(r"SKIPPED \[(\d+)\] [^ ]+: (.*)$", line)
+        if match:
+            reasons += [match.group(2)] * int(match.group(1))
+    return sorted(reasons)
+
+
+def test_unknown_target_is_a_usage_error(pytester):
+    result = pytester.runpytest_subprocess("--target", "nomad")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--target: invalid choice: 'nomad' (choose from *local*docker*k8s*"])
+
+
+def test_target_options_for_another_target_are_usage_errors(pytester):
+    result = pytester.runpytest_subprocess("--triton-image", "25.01-py3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--triton-image applies to --target docker; seen --target local. "
+                                 "Add --target docker or drop --triton-image.*"])
+
+
+def test_local_target_runs_everything(scenarios):
+    result = scenarios.runpytest_subprocess("-rs", "--report-dir", "out")
+    result.assert_outcomes(passed=6)
+
+
+def test_docker_without_engine_skips_stack_scenarios_with_the_exact_reason(scenarios, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE["DOCKER_HOST"])
+    result = scenarios.runpytest_subprocess("--target", "docker", "-rs", "--report-dir", "out")
+    result.assert_outcomes(passed=1, skipped=5)
+    reason = dk.engine_problem(NO_ENGINE, timeout=1)
+    assert _reasons(result) == [reason] * 5
+
+
+def test_k8s_without_cluster_refuses_on_prod_and_skips_the_rest(scenarios, tmp_path):
+    result = scenarios.runpytest_subprocess("--target", "k8s", "--kubeconfig", str(tmp_path / "absent"),
+                                            "-rs", "--report-dir", "out")
+    result.assert_outcomes(passed=1, skipped=5)
+    no_cluster = "--target k8s: no cluster: Invalid kube-config file. No configuration found."
+    reasons = _reasons(result)
+    assert REFUSED_PROD_CHAOS in reasons                       # chaos[prod]
+    assert reasons.count(no_cluster) == 3                       # chaos[dev], smoke[dev], smoke[prod]
+    everywhere = [r for r in reasons if "(marked deploy)" in r]
+    assert everywhere and "(the scenario has no env parameter, so it may touch every environment)" in everywhere[0]
+
+
+def test_allow_destructive_lifts_the_refusal(scenarios, tmp_path):
+    result = scenarios.runpytest_subprocess("--target", "k8s", "--kubeconfig", str(tmp_path / "absent"),
+                                            "--allow-destructive", "-rs", "--report-dir", "out")
+    result.assert_outcomes(passed=1, skipped=5)
+    assert all(r.startswith("--target k8s: no cluster:") for r in _reasons(result)), _reasons(result)
+
+
+def test_k8s_smoke_selection_has_nothing_to_refuse(scenarios, tmp_path):
+    result = scenarios.runpytest_subprocess("--target", "k8s", "--kubeconfig", str(tmp_path / "absent"),
+                                            "-m", "smoke", "-rs", "--report-dir", "out")
+    result.assert_outcomes(skipped=2)
+    assert not any("refused" in r for r in _reasons(result))
+
+
+def test_gate_workdir_is_per_xdist_worker(pytester):
+    pytester.makepyfile(test_w="""
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_writes(i, gate_workdir):
+            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            assert gate_workdir.name == worker
+            (gate_workdir / f"{i}.txt").write_text(worker)
+        """)
+    workdir = pytester.path / "work"
+    result = pytester.runpytest_subprocess("-n", "2", "--gate-workdir", str(workdir), "--report-dir", "out")
+    result.assert_outcomes(passed=6)
+    folders = sorted(p.name for p in workdir.iterdir())
+    assert folders == ["gw0", "gw1"], folders
+    assert sum(len(list((workdir / f).iterdir())) for f in folders) == 6
+
+
+# -- k8s smoke against an already running platform ------------------------------------------------
+
+
+class _FakeKubeApi:
+    """The two calls the k8s smoke makes of the API server (/version, pods by label), answered
+    like a real one; `ready` per namespace decides what the Triton pod reports."""
+
+    def __init__(self) -> None:
+        self.ready = {"triton-dev": True, "triton-prod": True}
+        self.requests: list = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requests.append(self.path)
+                if self.path.startswith("/version"):
+                    body = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "0" * 40,
+                            "gitTreeState": "clean", "buildDate": "2026-10-01T00:00:00Z", "goVersion": "go1.23",
+                            "compiler": "gc", "platform": "linux/amd64"}
+                else:
+                    namespace = self.path.split("/namespaces/")[1].split("/")[0]
+                    body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [owner.pod(namespace)]}
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def pod(self, namespace: str) -> dict:
+        ready = self.ready[namespace]
+        state = {"running": {}} if ready else {"waiting": {"reason": "ContainerCreating"}}
+        return {"metadata": {"name": "triton-7d9f-x2", "namespace": namespace},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}],
+                           "containerStatuses": [{"name": "triton", "ready": ready, "restartCount": 0, "image": "i",
+                                                  "imageID": "", "state": state}]}}
+
+
+@pytest.fixture(scope="module")
+def running_platform(tmp_path_factory):
+    """A platform that already runs and has v1 committed in dev and prod (here the embedded stack,
+    started outside the gate), as the k8s target finds one."""
+    from suite.deploy import Deployer, DeployTarget
+    from suite.golden import load_golden
+    from suite.platform import default_platform_path
+    from suite.reference_model import build_onnx
+    from suite.stack import LocalStack
+
+    reference = load_platform(default_platform_path())
+    golden = load_golden(reference.golden_path())
+    stack = LocalStack(tmp_path_factory.mktemp("running"), reference.environments).start()
+    try:
+        stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
+        for name, environment in stack.environments.items():
+            result = Deployer(stack.registry(), DeployTarget(name, environment.repository, environment.triton),
+                              reference.model.name, golden).deploy(alias=reference.model.alias)
+            assert result.ok, result.describe()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_platform, pytester, tmp_path):
+    from suite.checks import snapshot
+
+    api = _FakeKubeApi()
+    manifest = copy_reference(tmp_path) / "platform.yaml"
+    raw = yaml.safe_load(manifest.read_text())
+    for name, spec in raw["environments"].items():
+        environment = running_platform.environments[name]
+        endpoints = environment.server.endpoints
+        spec["cluster"] = {"triton_url": endpoints.http, "triton_grpc": endpoints.grpc,
+                           "triton_metrics_url": endpoints.metrics, "model_repository": str(environment.repository),
+                           "pod_selector": "app.kubernetes.io/name=triton"}
+    manifest.write_text(yaml.safe_dump(raw))
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", api.url)
+    before = {n: snapshot(e.repository, e.triton) for n, e in running_platform.environments.items()}
+    argv = ["--pyargs", "scenarios", "-m", "smoke", "--target", "k8s", "--kubeconfig", str(kubeconfig),
+            "--platform", str(manifest), "-rs", "--report-dir", "out", "-p", "no:randomly"]
+
+    result = pytester.runpytest_subprocess(*argv, timeout=300)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 26 and "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
+    assert outcomes.get("skipped") == 4  # Prometheus and Alertmanager: the manifest names none
+    assert "/api/v1/namespaces/triton-prod/pods?labelSelector=app.kubernetes.io%2Fname%3Dtriton" in api.requests
+    after = {n: snapshot(e.repository, e.triton) for n, e in running_platform.environments.items()}
+    assert {n: before[n].differences(after[n]) for n in before} == {"dev": [], "prod": []}
+
+    api.ready["triton-prod"] = False  # and the check can fail: a pod whose container is not ready
+    result = pytester.runpytest_subprocess(*argv, "-k", "pods_running", timeout=300)
+    result.assert_outcomes(passed=1, failed=1, skipped=0)
+    result.stdout.fnmatch_lines(["*test_triton_pods_running_and_ready?prod?*",
+                                 "*pod triton-7d9f-x2: container triton not ready (waiting: ContainerCreating, 0 restarts)*"])
