@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -13,6 +11,7 @@ from suite.deployers import DeployRequest
 from suite.invariants import DeployOutcome, InvariantChecker
 from suite.model_repo import ModelFolder
 from suite.probe import TrafficProbe
+from suite.warm_cli import run_cli
 
 pytestmark = pytest.mark.chaos
 
@@ -86,8 +85,8 @@ ROLLBACK_CRASH_POINTS = ["after:rollback:restore", "after:rollback:quarantine", 
 
 
 def _cli(args, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=timeout)
+    """`python -m suite ...` in its own process, forked warm (suite/warm_cli.py: no 2.5 s import each)."""
+    return run_cli(args, {**os.environ, **env}, timeout=timeout)
 
 
 # Every boundary is healed with `recover`; a representative set also by simply deploying again.
