@@ -31,10 +31,17 @@ class MlflowServer:
         self.start_timeout = start_timeout
         self.process: Optional[ServerProcess] = None
 
+    @property
+    def database(self) -> Path:
+        return self.workdir / "mlflow.db"
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        fresh = not self.database.exists()
+        if fresh:
+            restore_empty_store(self.database)
         argv = [sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
+                "--backend-store-uri", f"sqlite:///{self.database}",
                 "--artifacts-destination", str(self.workdir / "artifacts"),
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         # The job runner and huey consumers are not needed and would outlive a careless stop.
@@ -43,6 +50,8 @@ class MlflowServer:
                                      log_path=self.workdir / "mlflow.log", env=env, cwd=self.workdir,
                                      start_timeout=self.start_timeout, stop_grace=3.0)
         self.process.start()
+        if fresh:
+            keep_empty_store(self.database)
 
     def stop(self) -> None:
         if self.process:
@@ -51,6 +60,38 @@ class MlflowServer:
     @property
     def artifacts_root(self) -> Path:
         return self.workdir / "artifacts"
+
+
+# A new sqlite store costs MLflow ~5 s of schema migrations at every start. The empty store MLflow
+# made the first time is kept (per MLflow version) and copied in later: same schema, same rows.
+def _empty_store_template() -> Path:
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "triton-gate"
+    return cache / f"mlflow-{version('mlflow')}-empty-store.db"
+
+
+def restore_empty_store(database: Path) -> None:
+    template = _empty_store_template()
+    if template.is_file():
+        shutil.copyfile(template, database)
+
+
+def keep_empty_store(database: Path) -> None:
+    """Snapshot the store MLflow just created (nothing registered yet) with sqlite's backup API."""
+    import sqlite3
+
+    template = _empty_store_template()
+    if template.is_file():
+        return
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f".{template.name}.{os.getpid()}")
+        with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
+            source.backup(copy)
+        os.replace(partial, template)
+    except (OSError, sqlite3.Error):
+        pass  # only a speed-up: the next start migrates a new store again
 
 
 @dataclass(frozen=True)
