@@ -12,7 +12,7 @@ import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 
-from suite.monitoring_config import metric_names, rules_for
+from suite.monitoring_config import fires_when_target_down, metric_names, rules_for
 from suite.monitoring_stack import find_binary
 from suite.routing import NULL, LabelSet, RoutingPolicy, amtool_receivers
 
@@ -213,7 +213,7 @@ def test_healthy_platform_under_traffic_sends_no_alert(gate_monitoring, gate_pla
 
 def test_triton_down_reaches_its_environment_only(env, gate_monitoring, gate_platform, gate_envs, committed,
                                                   request):
-    alertname = _alert_on(gate_platform, env, lambda r: "up" in metric_names(str(r["expr"])), "Triton being down")
+    alertname = _alert_on(gate_platform, env, lambda r: fires_when_target_down(str(r["expr"])), "Triton being down")
     policy = RoutingPolicy(gate_platform)
     committed(env)
     server = gate_envs[env].server

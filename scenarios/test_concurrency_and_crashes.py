@@ -31,10 +31,12 @@ def test_successful_deploy_under_traffic_loses_no_request(gate_stack, gate_envs,
     target = next(v.version for v in reference_versions.values() if v.version != current)
     dev = gate_envs["dev"]
     others = {environment_view(e): environment_view(e).capture() for n, e in gate_envs.items() if n != "dev"}
+    before = environment_view(dev).capture()
     with TrafficProbe(dev.triton, model, gate_golden) as probe:
         outcome = gate_deployer.deploy(_request(gate_stack, dev, model, target))
     request.node.user_properties.append(("probe", probe.report.describe()))
-    violations = InvariantChecker(model, gate_golden).after_success(environment_view(dev), others, target, outcome)
+    violations = InvariantChecker(model, gate_golden).after_success(environment_view(dev), others, target, outcome,
+                                                                    before=before)
     assert not violations, "\n".join(map(str, violations))
     assert probe.report.requests > 0
     assert probe.report.failures == 0, f"users saw failures during a good deploy: {probe.report.describe()}"

@@ -1,5 +1,7 @@
 """Command line: `python -m suite deploy --env dev --model best_model --alias A`, `python -m suite recover --env dev`.
 
+`python -m suite defects` runs the gate against the seeded-defect catalogue and prints its score.
+
 Exit status: 0 deployed / recovered, 1 deploy failed (rolled back) or recovery incomplete, 2 bad input.
 """
 from __future__ import annotations
@@ -43,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--lock-timeout", type=float, default=120.0,
                          help="seconds to wait for another deploy to the same environment")
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
+    defects = commands.add_parser("defects", help="run the gate against each seeded defect; print the score")
+    defects.add_argument("--catalogue", default="tests.defects", help="module with CATALOGUE (default: tests.defects)")
+    defects.add_argument("--only", nargs="*", default=[], metavar="ID", help="run only these defect ids")
+    defects.add_argument("--jobs", type=int, default=2, help="gate runs at a time (default 2)")
+    defects.add_argument("--workdir", help="keep the broken copies and gate outputs here (default: a temp folder)")
     which = deploy.add_mutually_exclusive_group(required=True)
     which.add_argument("--alias", help="registry alias selecting the version (the seed uses A)")
     which.add_argument("--version", type=int, help="registry version number")
@@ -126,6 +133,10 @@ def recover_command(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "defects":
+        from suite.defects import main as defects_main
+
+        return defects_main(args.catalogue, args.only, args.jobs, args.workdir)
     try:
         if args.command == "deploy":
             return deploy_command(args)

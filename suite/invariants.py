@@ -74,6 +74,7 @@ class EnvironmentState:
     model_files: Dict[str, str]
     quarantined: List[str]
     snapshot: EnvironmentSnapshot
+    current_inode: Optional[int] = None  # to tell a rewrite in place from temp file + os.replace
 
 
 class EnvironmentView:
@@ -90,7 +91,14 @@ class EnvironmentView:
         committed = parse_current(current).active_version if current is not None else None
         return EnvironmentState(self.name, self.repository, current, committed,
                                 _model_files(self.folder), [p.name for p in self.folder.quarantined()],
-                                snapshot(self.repository, self.triton))
+                                snapshot(self.repository, self.triton), _inode(self.folder.current_path))
+
+
+def _inode(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _model_files(folder: ModelFolder) -> Dict[str, str]:
@@ -141,7 +149,10 @@ class InvariantChecker:
         return found
 
     def after_success(self, target: EnvironmentView, others: Dict[EnvironmentView, EnvironmentState],
-                      version: int, outcome: DeployOutcome) -> List[Violation]:
+                      version: int, outcome: DeployOutcome,
+                      before: Optional[EnvironmentState] = None) -> List[Violation]:
+        """Violations after a deploy of `version` that had to succeed; with `before`, also how
+        current.json was written."""
         found: List[Violation] = []
         try:
             current = target.folder.read_current()
@@ -151,6 +162,8 @@ class InvariantChecker:
         if current is None or current.active_version != version:
             found.append(Violation(1, f"current.json names version "
                                       f"{current.active_version if current else None}, expected {version}"))
+        if before is not None:
+            found += self._written_atomically(target, before)
         found += self._serves(target, version, invariant=2)
         found += self._leftovers(target)
         found += self._others(others)
@@ -159,6 +172,18 @@ class InvariantChecker:
         return found
 
     # -- the parts ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _written_atomically(target: EnvironmentView, before: EnvironmentState) -> List[Violation]:
+        """A changed current.json on the same inode was truncated and rewritten in place: a reader
+        (Triton's start-up, the next deploy) or a crash in between sees a torn or empty file."""
+        if before.current_inode is None or target.folder.current_bytes() == before.current_bytes:
+            return []
+        if _inode(target.folder.current_path) == before.current_inode:
+            return [Violation(1, f"current.json changed but kept its inode {before.current_inode}: it was "
+                                 "rewritten in place, so a reader or a crash mid-write sees a torn file; write "
+                                 "a temporary file in the same folder and os.replace() it")]
+        return []
 
     def _serves(self, target: EnvironmentView, version: Optional[int], invariant: int) -> List[Violation]:
         if version is None:

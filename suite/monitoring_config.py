@@ -129,6 +129,31 @@ def _names(node) -> Iterator[str]:
         yield from _names(child)
 
 
+def fires_when_target_down(expr: str) -> bool:
+    """Whether an alert expression detects a target that is down: `up... == 0`, `up... < 1` or
+    `absent(up...)`, anywhere in it. Merely reading `up` (say, in a join) is not enough."""
+    try:
+        tree = promql_parser.parse(expr)
+    except Exception as exc:
+        raise PlatformError(f"not valid PromQL: {expr!r}: {exc}") from exc
+    return _detects_down(tree)
+
+
+def _detects_down(node) -> bool:
+    if isinstance(node, promql_parser.Call) and node.func.name == "absent":
+        return any("up" in set(_names(arg)) for arg in node.args)
+    if isinstance(node, promql_parser.BinaryExpr):
+        op = str(node.op)
+        for selector, number in ((node.lhs, node.rhs), (node.rhs, node.lhs)):
+            value = getattr(number, "val", None) if isinstance(number, promql_parser.NumberLiteral) else None
+            if value is not None and "up" in set(_names(selector)) and (
+                    (op == "==" and value == 0) or (op == "<" and value <= 1) or (op == "<=" and value < 1)):
+                return True
+    children = [getattr(node, a, None) for a in ("lhs", "rhs", "expr", "param")]
+    children += list(getattr(node, "args", None) or [])
+    return any(_detects_down(c) for c in children if c is not None)
+
+
 # -- dashboard --------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from suite.errors import PlatformError
-from suite.monitoring_config import (for_the_gate, keeps_label, load_alertmanager, load_rules, metric_names,
+from suite.monitoring_config import (fires_when_target_down, for_the_gate, keeps_label, load_alertmanager, load_rules, metric_names,
                                      resolve_variables, shorten_rules)
 from suite.platform import REFERENCE_DIR
 
@@ -85,3 +85,15 @@ def test_template_variables_resolve_or_fail_clearly():
         'x{ns="triton-dev", m=~"best_model"}[20s]'
     with pytest.raises(PlatformError, match=r"\$cluster"):
         resolve_variables('x{c="$cluster"}', {})
+
+
+@pytest.mark.parametrize("expr, detects", [
+    ('up{job="triton"} == 0', True),
+    ('absent(up{job="triton", namespace="triton-dev"})', True),
+    ("sum by (namespace) (up) < 1", True),
+    ('0 == up{job="triton"}', True),
+    ('nv_model_ready == 0 and on(pod) up == 1', False),  # reads `up`, fires on a model, not on a down target
+    ('rate(nv_inference_request_failure[5m]) > 0', False),
+])
+def test_which_expressions_detect_a_down_target(expr, detects):
+    assert fires_when_target_down(expr) is detects

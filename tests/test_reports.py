@@ -270,3 +270,10 @@ def test_collect_only_writes_no_report(pytester):
     pytester.makepyfile(test_one="def test_one():\n    pass\n")
     pytester.runpytest_subprocess("--collect-only", "--report-dir", "out")
     assert not (pytester.path / "out").exists()
+
+
+def test_reports_work_without_xdist(pytester):
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--report-dir", "out")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "out" / "latest" / "summary.json").is_file()
