@@ -214,7 +214,7 @@ def table(results: Dict) -> str:
                      f"{'–' if ratio is None else f'{ratio:.2f}×'} | {'met' if ok else 'MISSED'} |")
     lines += ["", "Where the gate's time goes (median over the gate runs; setup includes stack start-up):", "",
               "| scenario module | scenarios | seconds | share |", "|---|---|---|---|"]
-    for module, (count, seconds, share) in time_by_module([r["summary"] for r in gate]):
+    for module, count, seconds, share in time_by_module([r["summary"] for r in gate]):
         lines.append(f"| `{module}` | {count} | {seconds:.1f} | {share:.0%} |")
     return "\n".join(lines)
 
@@ -235,6 +235,12 @@ def time_by_module(summaries: List[Dict]) -> List[tuple]:
     return sorted(((m, counts[m], s, s / whole) for m, s in medians.items()), key=lambda row: -row[2])
 
 
+def _keep_wall_times(out: Path, results: Dict) -> None:
+    """Runs take minutes: what was measured so far is on disk before the next one starts."""
+    (out / "runs.json").write_text(json.dumps({kind: [{"wall_s": r["wall_s"], "exit": r["exit"]} for r in results[kind]]
+                                               for kind in ("smoke", "gate")}, indent=2))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="full gate runs (default 3)")
@@ -251,12 +257,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as scratch:
         results["stages"] = measure_stages(Path(scratch), options.stage_repeats)
     results["smoke"], results["gate"] = [], []
+    (out / "stages.json").write_text(json.dumps(results["stages"], indent=2))
     for i in range(options.smoke_runs):
         print(f"smoke run {i + 1}/{options.smoke_runs} ...", flush=True)
         results["smoke"].append(run_gate(["scenarios", "-m", "smoke"], out / f"smoke-{i + 1}"))
+        _keep_wall_times(out, results)
     for i in range(options.runs):
         print(f"gate run {i + 1}/{options.runs} ...", flush=True)
         results["gate"].append(run_gate(options.gate_args.split(), out / f"gate-{i + 1}"))
+        _keep_wall_times(out, results)
     text = table(results)
     (out / "bench.md").write_text(text + "\n")
     (out / "bench.json").write_text(json.dumps(
