@@ -19,12 +19,16 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # Prometheus and Alertmanager are real processes in the monitoring scenarios; Chromium renders
-# the HTML report in the project's tests.
+# the HTML report in the project's tests; curl and jq are what the shell deployers of the
+# project's zoo (tests/deployers/) are written with.
 system-packages:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v flock >/dev/null || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

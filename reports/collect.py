@@ -12,7 +12,7 @@ SCHEMA = "triton-gate-summary/1"
 LONGREPR_LIMIT = 8000
 
 # Evidence the scenarios and fixtures attach as user properties (name -> JSON text or value).
-DEPLOY, FAULT_RUN, ALERT, DIAGNOSTICS = "deploy", "fault_run", "alert", "diagnostics"
+DEPLOY, FAULT_RUN, CHECK, ALERT, DIAGNOSTICS, BASELINE = "deploy", "fault_run", "check", "alert", "diagnostics", "baseline"
 
 
 @dataclass
@@ -42,6 +42,11 @@ class Scenario:
     fault: Optional[str] = None
     deploys: List[dict] = field(default_factory=list)
     fault_runs: List[dict] = field(default_factory=list)
+    checks: List[dict] = field(default_factory=list)  # judgements of deploys outside the fault catalogue
+    # The violated invariants and checks ("1", "traffic") of its fault runs and judgements: the
+    # scenario's verdict in a form that can be compared between runs and platforms.
+    findings: List[str] = field(default_factory=list)
+    baseline: Dict[str, str] = field(default_factory=dict)  # env -> how it was brought to its baseline
     invariants: Dict[str, List[int]] = field(default_factory=lambda: {"checked": [], "violated": []})
     alerts: List[dict] = field(default_factory=list)
     diagnostics: Dict[str, Any] = field(default_factory=dict)
@@ -102,22 +107,31 @@ class RunCollector:
             elif name == FAULT_RUN:
                 scenario.fault_runs.append(value)
                 scenario.fault = scenario.fault or value.get("fault")
-                result = (value.get("outcome") or {}).get("result")
-                if result:
-                    scenario.deploys.append(result)
-                checked = value.get("invariants_checked") or list(INVARIANTS)
-                violated = [v["invariant"] for v in value.get("violation_records", [])]
-                scenario.invariants["checked"] = sorted(set(scenario.invariants["checked"]) | set(checked))
-                scenario.invariants["violated"] = sorted(set(scenario.invariants["violated"]) | set(violated))
+                if value.get("deploy"):
+                    scenario.deploys.append(value["deploy"])
+                _judged(scenario, value, value.get("invariants_checked") or list(INVARIANTS))
+            elif name == CHECK:
+                scenario.checks.append(value)
+                _judged(scenario, value, [n for n in INVARIANTS if str(n) not in value.get("not_applicable", {})])
+            elif name == BASELINE:
+                scenario.baseline.update(value)
             elif name == ALERT:
                 scenario.alerts.append(value)
             elif name == DIAGNOSTICS:
                 scenario.diagnostics.update(value)
 
 
+def _judged(scenario: Scenario, record: dict, checked: List[int]) -> None:
+    violated = [v["invariant"] for v in record.get("violation_records", []) if isinstance(v["invariant"], int)]
+    scenario.invariants["checked"] = sorted(set(scenario.invariants["checked"]) | set(checked))
+    scenario.invariants["violated"] = sorted(set(scenario.invariants["violated"]) | set(violated))
+    scenario.findings = sorted(set(scenario.findings) | set(record.get("findings", [])),
+                               key=lambda f: (not f.isdigit(), f))
+
+
 def headline(scenario: Scenario) -> str:
     """One line that says why a scenario failed: the first violated invariant, else the crash line."""
-    for run in scenario.fault_runs:
+    for run in scenario.fault_runs + scenario.checks:
         for violation in run.get("violations", []):
             return f"VIOLATED {violation}"
     first = scenario.message.strip().splitlines()[0] if scenario.message.strip() else ""
@@ -142,6 +156,7 @@ def fault_matrix(scenarios: List[Scenario]) -> List[dict]:
     for scenario in scenarios:
         for run in scenario.fault_runs:
             checked = set(run.get("invariants_checked") or INVARIANTS)
+            not_applicable = {int(k): v for k, v in (run.get("not_applicable") or {}).items()}
             violated: Dict[int, List[str]] = {}
             for record in run.get("violation_records", []):
                 violated.setdefault(record["invariant"], []).append(record["detail"])
@@ -149,6 +164,8 @@ def fault_matrix(scenarios: List[Scenario]) -> List[dict]:
             for number in INVARIANTS:
                 if number in violated:
                     cells[str(number)] = {"state": "violated", "detail": "; ".join(violated[number])}
+                elif number in not_applicable:
+                    cells[str(number)] = {"state": "not applicable", "detail": not_applicable[number]}
                 elif number in checked:
                     cells[str(number)] = {"state": "held", "detail": ""}
                 else:

@@ -44,7 +44,7 @@ def timelines(scenarios: List[dict], width: int = CHART_WIDTH) -> List[Dict[str,
                        + [dict(s, part="deploy") for s in deploy.get("stages", [])]
                        + [dict(s, part="rollback") for s in deploy.get("rollback", [])])
             records = [r for r in records if r.get("outcome") != "not run"]
-            rows.append({"scenario": scenario["nodeid"], "env": deploy.get("env"),
+            rows.append({"scenario": scenario["nodeid"], "env": deploy.get("env"), "deployer": deploy.get("deployer", "builtin"),
                          "requested": deploy.get("requested"), "ok": deploy.get("ok"),
                          "failed_stage": deploy.get("failed_stage"), "stages": records,
                          "total_s": sum(r["duration_s"] for r in records)})

@@ -1,84 +1,194 @@
-"""Deploys that race, and a deployer killed at every stage boundary, end in a consistent state."""
+"""Deploys that race, and a deployer killed half-way, end in a consistent state.
+
+Races are staged, not left to timing: the first deploy is paused at a point the gate observes
+(suite/interleave.py) while the second runs, so every run gives the same verdict. The crash
+sweep kills the platform's deployer at points any deployer reaches (suite/observe.py), then runs
+the platform's recovery (`deployer.recover`) or simply the next deploy; the builtin path is also
+killed at each of its own stage boundaries (GATE_CRASH_AT).
+"""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import pytest
 
-from suite.deploy import DeploySettings
-from suite.deployers import DeployRequest
-from suite.invariants import DeployOutcome, InvariantChecker
-from suite.model_repo import ModelFolder
+from suite.deployers import DeployOutcome
+from suite.faults import file_digests
+from suite.observe import POINTS, DeployObserver
 from suite.probe import TrafficProbe
+from suite.reference_model import build_onnx
+from suite.triton_client import TritonControl
 from suite.warm_cli import run_cli
 
 pytestmark = pytest.mark.chaos
 
 
-def _request(gate_stack, environment, model, version, **settings):
-    return DeployRequest(env=environment.name, repository=environment.repository, triton=environment.triton,
-                         model=model, mlflow_uri=gate_stack.mlflow.uri, version=version,
-                         settings=DeploySettings(**settings))
-
-
-def test_successful_deploy_under_traffic_loses_no_request(gate_stack, gate_envs, gate_platform, gate_golden,
-                                                          gate_deployer, committed, reference_versions,
-                                                          environment_view, request):
+def test_successful_deploy_under_traffic_loses_no_request(gate_envs, gate_platform, gate_golden, committed, deploy,
+                                                          reference_versions, environment_view, other_states, checker,
+                                                          record_check, request):
     """Through a good deploy users see no error and no wrong answer while the version switches."""
-    model = gate_platform.model.name
     current = committed("dev")
     target = next(v.version for v in reference_versions.values() if v.version != current)
     dev = gate_envs["dev"]
-    others = {environment_view(e): environment_view(e).capture() for n, e in gate_envs.items() if n != "dev"}
-    before = environment_view(dev).capture()
-    with TrafficProbe(dev.triton, model, gate_golden) as probe:
-        outcome = gate_deployer.deploy(_request(gate_stack, dev, model, target))
+    view = environment_view("dev")
+    others = other_states("dev")
+    before = view.capture()
+    with TrafficProbe(dev.triton, gate_platform.model.name, gate_golden) as probe:
+        outcome = deploy("dev", version=target)
     request.node.user_properties.append(("probe", probe.report.describe()))
-    violations = InvariantChecker(model, gate_golden).after_success(environment_view(dev), others, target, outcome,
-                                                                    before=before)
-    assert not violations, "\n".join(map(str, violations))
-    assert probe.report.requests > 0
-    assert probe.report.failures == 0, f"users saw failures during a good deploy: {probe.report.describe()}"
+    judgement = checker.after_success(view, before, others, target, outcome)
+    if probe.report.requests == 0:
+        judgement.add("traffic", "the traffic probe sent nothing: the scenario measured nothing")
+    if probe.report.failures:
+        judgement.add("traffic", f"users saw failures during a good deploy: {probe.report.describe()}")
+    record_check(f"good deploy of v{target} under traffic", judgement)
+    assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{outcome.message}"
 
 
-@pytest.mark.parametrize("lock_timeout,both_succeed", [(120.0, True), (0.2, False)], ids=["wait", "refuse"])
-def test_two_deploys_at_once_never_tear_the_state(gate_stack, gate_envs, gate_platform, gate_golden, gate_deployer,
-                                                  committed, register_model, environment_view, lock_timeout,
-                                                  both_succeed):
-    """Two deploys race for one environment: the second waits for the lock, or is refused by it."""
-    from suite.reference_model import build_onnx
-
-    if gate_deployer.name != "builtin" and not both_succeed:
-        pytest.skip("the lock timeout is a setting of the builtin deployer; a platform command has its own")
-    model = gate_platform.model.name
+def test_two_deploys_at_once_both_succeed_in_turn(gate_deployer, committed, register_model,
+                                                  deploy_request, environment_view, other_states, staged_deploy,
+                                                  checker, record_check):
+    """A second deploy starts while the first has asked Triton to load its version (paused there):
+    with a per-environment lock it waits its turn, and both succeed; no lock, and they interleave."""
     committed("dev")
-    dev = gate_envs["dev"]
+    first_version, second_version = (register_model(build_onnx("retrained"), "race-first"),
+                                     register_model(build_onnx("v1"), "race-second"))
+    view = environment_view("dev")
+    others = other_states("dev")
+    before = view.capture()
+    staged = staged_deploy("dev", "load-requested",
+                           lambda: gate_deployer.deploy(deploy_request("dev", version=second_version)),
+                           version=first_version)
+    assert staged.point_seen, (f"the first deploy never asked Triton to load a model through GATE_TRITON_URL, so the "
+                               f"race could not be staged:\n{staged.first.message}")
+    assert staged.error is None, f"the second deploy raised: {staged.error!r}"
+    second: DeployOutcome = staged.other
+    outcomes = {first_version: staged.first, second_version: second}
+    summary = {v: (o.ok, o.failed_stage, o.exit_code, o.message.strip().splitlines()[-1:]) for v, o in outcomes.items()}
+    current = view.folder.read_current()
+    live = current.active_version if current else None
+    judgement = checker.after_success(view, before, others, live if live in outcomes else second_version,
+                                      DeployOutcome(ok=True))
+    failed = [v for v, o in outcomes.items() if not o.ok]
+    if failed:
+        judgement.add(6, f"with the first deploy paused at its load request, deploys {failed} failed; one deploy "
+                         f"per environment at a time (a lock) lets both succeed in turn: {summary}")
+    record_check("two deploys staged at the first one's load request", judgement)
+    assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{summary}"
+
+
+def test_two_deploys_at_once_short_lock_refuses_one(gate_stack, gate_envs, gate_platform, gate_deployer, committed,
+                                                    register_model, deploy_request, environment_view, other_states, checker):
+    """The builtin path's lock timeout: the second of two simultaneous deploys is refused, never torn."""
+    if gate_deployer.name != "builtin":
+        pytest.skip("the lock timeout is a setting of the builtin deployer; a platform command has its own")
+    committed("dev")
     versions = [register_model(build_onnx("retrained"), "race-a"), register_model(build_onnx("v1"), "race-b")]
-    others = {environment_view(e): environment_view(e).capture() for n, e in gate_envs.items() if n != "dev"}
+    view = environment_view("dev")
+    others = other_states("dev")
+    before = view.capture()
     outcomes: dict = {}
 
-    def deploy(version: int) -> None:
-        outcomes[version] = gate_deployer.deploy(_request(gate_stack, dev, model, version, lock_timeout=lock_timeout))
+    def run(version: int) -> None:
+        outcomes[version] = gate_deployer.deploy(deploy_request("dev", version=version, lock_timeout=0.2))
 
-    threads = [threading.Thread(target=deploy, args=(v,)) for v in versions]
+    threads = [threading.Thread(target=run, args=(v,)) for v in versions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     succeeded = [v for v, o in outcomes.items() if o.ok]
     summary = {v: (o.ok, o.failed_stage, o.message[:200]) for v, o in outcomes.items()}
-    if both_succeed:
-        assert len(succeeded) == 2, f"with a patient lock both deploys must succeed in turn: {summary}"
-    else:
-        assert len(succeeded) == 1, f"with a short lock exactly one deploy wins: {summary}"
-        loser = next(o for o in outcomes.values() if not o.ok)
-        assert loser.failed_stage == "lock" and "another deploy holds" in loser.message, summary
-    live = ModelFolder(dev.repository, model).read_current().active_version
-    assert live in succeeded, f"current.json names v{live}, which did not deploy successfully: {summary}"
-    violations = InvariantChecker(model, gate_golden).after_success(
-        environment_view(dev), others, live, DeployOutcome(ok=True))
+    assert len(succeeded) == 1, f"with a short lock exactly one deploy wins: {summary}"
+    loser = next(o for o in outcomes.values() if not o.ok)
+    assert loser.failed_stage == "lock" and "another deploy holds" in loser.message, summary
+    violations = checker.after_success(view, before, others, succeeded[0], DeployOutcome(ok=True)).violations
     assert not violations, "\n".join(map(str, violations)) + f"\n{summary}"
+
+
+def test_failed_deploy_never_undoes_a_concurrent_commit(gate_envs, gate_deployer, committed, register_model,
+                                                        registered_bytes, deploy_request, environment_view,
+                                                        other_states, staged_deploy, checker, record_check):
+    """A deploy of a bad version is paused after its first write; a good deploy runs meanwhile.
+    When the bad one fails, its rollback must not bring back what was committed before it began."""
+    committed("dev")
+    bad = register_model(build_onnx("flipped"), "undo-bad")
+    good = register_model(build_onnx("retrained"), "undo-good")
+    view = environment_view("dev")
+    others = other_states("dev")
+    before = view.capture()
+    staged = staged_deploy("dev", "first-write", lambda: gate_deployer.deploy(deploy_request("dev", version=good)),
+                           version=bad)
+    assert staged.point_seen, f"the bad deploy wrote nothing under the model's folder:\n{staged.first.message}"
+    assert staged.error is None, f"the good deploy raised: {staged.error!r}"
+    judgement = checker.after_success(view, before, others, good, staged.other)
+    if staged.first.ok:
+        judgement.add(6, f"the deploy of v{bad} (every label wrong) reported success")
+    if bad in view.folder.versions():
+        judgement.add(3, f"the failed v{bad} is still among the numeric versions {view.folder.versions()}")
+    kept = view.folder.quarantined(bad)
+    if not kept:
+        judgement.add(3, f"the failed v{bad} was not kept at {view.folder.layout.template!r}: found "
+                         f"{view.folder.entries()}")
+    elif set(file_digests(registered_bytes[bad]).values()) - {d for p in kept for d in _digests(p)}:
+        judgement.add(3, f"the quarantined copy of v{bad} is incomplete")
+    record_check(f"bad v{bad} paused at first write while good v{good} deployed", judgement)
+    assert not judgement.violations, "\n".join(map(str, judgement.violations)) + (
+        f"\n--- bad deploy:\n{staged.first.message}\n--- good deploy:\n{staged.other.message if staged.other else ''}")
+
+
+def _digests(path):
+    from suite.model_repo import tree_digest
+
+    return tree_digest(path).values()
+
+
+@pytest.mark.parametrize("point", sorted(POINTS))
+def test_deployer_killed_at_an_observed_point_recovers(point, gate_envs, gate_platform, gate_deployer, committed,
+                                                       register_model, deploy_request, environment_view, other_states, checker,
+                                                       record_check):
+    """SIGKILL the platform's deployer (its whole process group) when the gate sees `point`, then run
+    the platform's recovery (`deployer.recover`), or deploy again when it declares none."""
+    committed("dev")
+    dev = gate_envs["dev"]
+    version = register_model(build_onnx("retrained"), f"crash-{point}")
+    view = environment_view("dev")
+    others = other_states("dev")
+    before = view.capture()
+    process_deployer = gate_deployer.as_command(gate_platform.spec.deployer.pass_env)
+    holder: dict = {}
+    ready = threading.Event()
+
+    def kill(detail: str) -> None:
+        ready.wait(timeout=10)
+        holder["process"].signal(signal.SIGKILL)
+
+    with DeployObserver(view.folder.path, dev.triton.http_url, point, kill) as observer:
+        holder["process"] = process_deployer.start(
+            deploy_request("dev", version=version, triton=TritonControl(observer.triton_url)))
+        ready.set()
+        crashed = holder["process"].wait()
+    if observer.seen is None:
+        pytest.skip(f"the deployer finished without reaching the point '{point}' ({POINTS[point]}), so it could not "
+                    f"be killed there; deploy said: {crashed.message.strip().splitlines()[-1:]}")
+    recovery = process_deployer.recover(deploy_request("dev", version=version))
+    how = "the platform's recover command"
+    if recovery is None:
+        how = "the next deploy (the manifest declares no deployer.recover)"
+        recovery = gate_deployer.deploy(deploy_request("dev", version=version))
+    judgement = checker.after_recovery(view, before, others, version, recovery)
+    if recovery.requested != "recover" and not judgement.violations:
+        current = view.folder.read_current()
+        if current is None or current.active_version != version:
+            judgement.add(1, f"the next deploy of v{version} did not commit it: current.json names "
+                             f"{current.active_version if current else None}")
+    record_check(f"killed at {point} ({observer.seen}), healed by {how}", judgement)
+    assert not judgement.violations, (
+        f"after a SIGKILL at {point} ({observer.seen}, {observer.seen_after_s:.2f} s in) and {how}:\n"
+        + "\n".join(map(str, judgement.violations))
+        + f"\n--- killed deployer:\n{crashed.message}\n--- recovery:\n{recovery.message}")
 
 
 GOOD_CRASH_POINTS = ["before:register", "after:register", "after:materialize", "after:load", "after:ready",
@@ -98,25 +208,24 @@ SWEEP = [(point, "recover") for point in GOOD_CRASH_POINTS + ROLLBACK_CRASH_POIN
 
 @pytest.mark.parametrize("crash_at,how", SWEEP)
 def test_deployer_killed_at_a_stage_boundary_recovers(crash_at, how, gate_stack, gate_envs, gate_platform,
-                                                       gate_golden, gate_deployer, committed, register_model,
-                                                       environment_view, registered_bytes):
+                                                       gate_deployer, committed, register_model, environment_view, other_states,
+                                                       registered_bytes, checker, record_check):
     """SIGKILL the builtin deployer at a boundary; `recover` (or the next deploy) restores the invariants."""
-    from suite.faults import file_digests
-    from suite.reference_model import build_onnx
-
     if gate_deployer.name != "builtin":
-        pytest.skip("the crash sweep kills the builtin deployer at its stage boundaries (GATE_CRASH_AT); "
-                    "a platform's own deploy command has no such boundaries to kill it at")
+        pytest.skip("the stage-boundary sweep kills the builtin deployer at its own stage boundaries (GATE_CRASH_AT); "
+                    "a platform's own deploy command is killed at observed points instead "
+                    "(test_deployer_killed_at_an_observed_point_recovers)")
     model = gate_platform.model.name
     committed("dev")
     dev = gate_envs["dev"]
-    view = environment_view(dev)
-    others = {environment_view(e): environment_view(e).capture() for n, e in gate_envs.items() if n != "dev"}
+    view = environment_view("dev")
+    others = other_states("dev")
     failing = crash_at in ROLLBACK_CRASH_POINTS
     version = register_model(build_onnx("flipped" if failing else "retrained"), f"crash-{crash_at}")
     before = view.capture()
     env = {"MLFLOW_TRACKING_URI": gate_stack.mlflow.uri, "GATE_TRITON_URL": dev.server.endpoints.http,
-           "GATE_MODEL_REPOSITORY": str(dev.repository), "GATE_MODEL": model}
+           "GATE_MODEL_REPOSITORY": str(dev.repository), "GATE_MODEL": model,
+           "GATE_QUARANTINE": gate_platform.spec.deployer.quarantine}
     crashed = _cli(["deploy", "--env", "dev", "--version", str(version)], {**env, "GATE_CRASH_AT": crash_at})
     assert crashed.returncode == -9, f"the deployer was not killed at {crash_at}:\n{crashed.stdout}{crashed.stderr}"
     if how == "recover":
@@ -125,21 +234,18 @@ def test_deployer_killed_at_a_stage_boundary_recovers(crash_at, how, gate_stack,
     else:
         healed = _cli(["deploy", "--env", "dev", "--version", str(version)], env)
         assert healed.returncode == (1 if failing else 0), f"redeploy after {crash_at}:\n{healed.stdout}{healed.stderr}"
-    checker = InvariantChecker(model, gate_golden)
     outcome = DeployOutcome(ok=False, exit_code=crashed.returncode, message=f"killed at {crash_at}")
-    if how == "deploy-again" and not failing:
-        violations = checker.after_success(view, others, version, DeployOutcome(ok=True))
-    elif crash_at == "after:commit":
-        violations = checker.after_success(view, others, version, DeployOutcome(ok=True))  # it had committed
+    if (how == "deploy-again" and not failing) or crash_at == "after:commit":  # it had committed
+        judgement = checker.after_success(view, before, others, version, DeployOutcome(ok=True))
     else:
         # A redeploy of a failing version fails again and quarantines a second copy; a crash
         # before materialize left nothing to quarantine.
-        materialized = crash_at not in ("before:register", "after:register")
-        if how == "deploy-again":
-            materialized = True
-        violations = checker.after_failure(view, before, others, version, file_digests(registered_bytes[version]),
-                                           outcome, materialized=materialized)
+        materialized = how == "deploy-again" or crash_at not in ("before:register", "after:register")
+        judgement = checker.after_failure(view, before, others, version, file_digests(registered_bytes[version]),
+                                          outcome, materialized=materialized)
         if how == "deploy-again" and failing:
-            violations = [v for v in violations if "expected exactly one new" not in v.detail]
-    assert not violations, f"after a crash at {crash_at} and {how}:\n" + "\n".join(map(str, violations)) + \
+            judgement.violations = [v for v in judgement.violations if "expected exactly one new" not in v.detail]
+    record_check(f"killed at {crash_at}, healed by {how}", judgement)
+    assert not judgement.violations, f"after a crash at {crash_at} and {how}:\n" + \
+        "\n".join(map(str, judgement.violations)) + \
         f"\n--- crashed deployer:\n{crashed.stdout}\n--- {how}:\n{healed.stdout}{healed.stderr}"

@@ -1,12 +1,10 @@
-"""The deploy path end to end on real servers: each deploy is committed, served and counted."""
+"""The deploy path end to end on real servers, through the platform's deployer: each deploy is
+committed, served exactly, answers golden and is counted by Triton's metrics."""
 from __future__ import annotations
 
 import time
 
 import pytest
-
-from suite.checks import check_serves_committed
-from suite.model_repo import ModelFolder
 
 pytestmark = pytest.mark.deploy
 
@@ -30,21 +28,23 @@ def _assert_counted(triton, model: str, version: int, before: tuple[float, float
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
-def test_deploy_v1_then_v2(env, gate_envs, gate_platform, gate_golden, reference_versions, deploy):
-    """Deploy the alias (v1), then the retrained v2: each is committed, READY alone, golden, counted."""
+def test_deploy_by_version_then_by_alias(env, gate_envs, gate_platform, gate_golden, reference_versions, committed,
+                                         deploy, environment_view, checker, record_check):
+    """From the baseline (the alias, v1): deploy the retrained v2 by number, then the alias again."""
     model = gate_platform.model.name
+    committed(env)
     environment = gate_envs[env]
-    folder = ModelFolder(environment.repository, model)
-    steps = [("alias", {"alias": gate_platform.model.alias}, reference_versions["v1"].version),
-             ("version", {"version": reference_versions["v2"].version}, reference_versions["v2"].version)]
+    view = environment_view(env)
+    others = {environment_view(e): environment_view(e).capture() for n, e in gate_envs.items() if n != env}
+    steps = [("version", {"version": reference_versions["v2"].version}, reference_versions["v2"].version),
+             ("alias", {"alias": gate_platform.model.alias}, reference_versions["v1"].version)]
     for how, selector, expected in steps:
-        result = deploy(env, **selector)
-        assert result.ok, result.describe()
-        assert result.version == expected
-        assert folder.version_path(expected).is_dir(), f"registry version {expected} must be folder {expected}"
-        problems = check_serves_committed(environment.triton, folder, gate_golden, expected_version=expected)
-        assert not problems, f"after deploying {how} {selector} to {env}:\n" + "\n".join(problems)
-        before = _counters(environment.triton, model, expected)
+        before = view.capture()
+        outcome = deploy(env, **selector)
+        judgement = record_check(f"deploy by {how} {selector} to {env}",
+                                 checker.after_success(view, before, others, expected, outcome))
+        assert not judgement.violations, (f"deploying by {how} {selector} to {env}:\n"
+                                          + "\n".join(map(str, judgement.violations)) + f"\n{outcome.message}")
+        counted = _counters(environment.triton, model, expected)
         environment.triton.infer(model, gate_golden.inputs, list(gate_golden.expected), version=expected)
-        _assert_counted(environment.triton, model, expected, before)
-        assert not folder.leftovers(), f"deploy left staging files behind: {folder.leftovers()}"
+        _assert_counted(environment.triton, model, expected, counted)

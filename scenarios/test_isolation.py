@@ -1,23 +1,21 @@
-"""dev and prod are separate: a deploy to one leaves the other byte-for-byte unchanged."""
+"""Environments are separate: a deploy to one leaves every other byte-for-byte unchanged."""
 from __future__ import annotations
 
 import pytest
-
-from suite.checks import snapshot
 
 pytestmark = pytest.mark.deploy
 
 
 @pytest.mark.parametrize("env,other", [("dev", "prod"), ("prod", "dev")])
-def test_deploy_leaves_other_environment_untouched(env, other, gate_envs, gate_platform,
-                                                   reference_versions, committed, deploy):
-    committed(other)
+def test_deploy_leaves_other_environment_untouched(env, other, gate_envs, reference_versions, committed, deploy,
+                                                   environment_view, checker, record_check):
     current = committed(env)
+    committed(other)  # the other environment has a committed version, or "untouched" proves nothing
     # Deploy the version that is *not* live, so the deploy really changes something.
     target = next(v.version for v in reference_versions.values() if v.version != current)
-    before = snapshot(gate_envs[other].repository, gate_envs[other].triton)
-    result = deploy(env, version=target)
-    assert result.ok, result.describe()
-    after = snapshot(gate_envs[other].repository, gate_envs[other].triton)
-    differences = before.differences(after)
-    assert not differences, f"deploying v{target} to {env} changed {other}: " + "; ".join(differences)
+    view = environment_view(env)
+    others = {environment_view(other): environment_view(other).capture()}
+    before = view.capture()
+    outcome = deploy(env, version=target)
+    judgement = record_check(f"deploy v{target} to {env}", checker.after_success(view, before, others, target, outcome))
+    assert not judgement.violations, f"deploying v{target} to {env}:\n" + "\n".join(map(str, judgement.violations))

@@ -1,8 +1,11 @@
 """Property-based sequences: random runs of good deploys, faulty deploys, restarts and recoveries.
 
-A hypothesis state machine; after every step the environment must serve exactly its committed
-version with golden answers, hold no leftovers, and the other environment must be untouched.
-The default profile is small (`make test`); `--hypothesis-profile=nightly` runs many more steps.
+A hypothesis state machine, driving the platform's deployer; after every step the environment
+must serve exactly its committed version with golden answers, hold no leftovers, and the other
+environment must be untouched. Every example starts from the verified baseline (the gate resets
+the platform), so hypothesis can replay and shrink a failing sequence; the shortest one is
+printed as reproducible steps. The default profile is small (`make test`);
+`--hypothesis-profile=nightly` runs many more steps.
 """
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from suite.checks import check_serves_committed
-from suite.deploy import Deployer, DeployTarget
 from suite.faults import CATALOGUE
-from suite.model_repo import ModelFolder
+from suite.invariants import Judgement, Violation
 
 pytestmark = pytest.mark.chaos
 
@@ -24,18 +26,24 @@ ACTIONS = ["deploy-faulty:" + f for f in SEQUENCE_FAULTS] + ["deploy-good:v2", "
                                                             "recover:"]
 
 
-def test_random_sequences_keep_the_invariants(gate_stack, gate_envs, gate_platform, gate_golden, gate_deployer,
-                                              committed, reference_versions, run_fault, deploy_into,
-                                              environment_view):
-    model = gate_platform.model.name
+def test_random_sequences_keep_the_invariants(gate_envs, gate_platform, gate_golden, gate_deployer, gate_baseline,
+                                              committed, reference_versions, run_fault, deploy, deploy_request,
+                                              environment_view, record_check):
     dev = gate_envs["dev"]
-    folder = ModelFolder(dev.repository, model)
+    folder = environment_view("dev").folder
     others = [environment_view(e) for n, e in gate_envs.items() if n != "dev"]
+    # The first failure's judgement is the verdict: the generated examples are the same on every
+    # run (derandomized), how far shrinking gets in its time is not.
+    first_failure: dict = {}
+
+    def fail(log, violations):
+        first_failure.setdefault("judgement", Judgement(list(violations)))
+        raise AssertionError(f"after {' -> '.join(log)}:\n" + "\n".join(map(str, violations)))
 
     class DeploySequences(RuleBasedStateMachine):
         @initialize()
         def start(self):
-            committed("dev")
+            gate_baseline.ensure()  # every example from the same state: replays see what the first run saw
             self.others_before = {view: view.capture() for view in others}
             self.log = []
 
@@ -48,44 +56,56 @@ def test_random_sequences_keep_the_invariants(gate_stack, gate_envs, gate_platfo
 
         def deploy_good(self, which):
             version = reference_versions[which].version
-            outcome = deploy_into(dev, version)
+            outcome = deploy(dev, version=version)
             self.log.append(f"deploy good v{version}: ok={outcome.ok}")
-            assert outcome.ok, outcome.message
+            if not outcome.ok:
+                fail(self.log, [Violation(6, f"the deploy of a good version failed: {outcome.message[-500:]}")])
 
         def deploy_faulty(self, fault):
             run = run_fault(CATALOGUE[fault])
-            self.log.append(f"fault {fault}: {len(run.violations)} violations")
-            assert not run.violations, run.describe()
-            assert run.probe.failures == 0, run.describe()
+            self.log.append(f"fault {fault}: {run.findings or 'all hold'}")
+            if run.violations:
+                fail(self.log, run.violations)
 
         def restart_server(self, _):
             dev.server.restart()
             self.log.append("restart dev Triton")
 
         def recover(self, _):
-            deployer = Deployer(gate_stack.registry(), DeployTarget("dev", dev.repository, dev.triton), model, gate_golden)
-            records = deployer.recover()
-            self.log.append(f"recover: {[r.outcome for r in records]}")
-            assert all(r.outcome == "passed" for r in records), records
+            outcome = gate_deployer.recover(deploy_request(dev))
+            if outcome is None:
+                self.log.append("recover: the platform declares no recovery (nothing to run)")
+                return
+            self.log.append(f"recover: ok={outcome.ok}")
+            if not outcome.ok:
+                fail(self.log, [Violation(6, f"the platform's recovery failed: {outcome.message[-500:]}")])
 
         def teardown(self):
             print("deploy sequence:", " -> ".join(self.log))  # shown with -s and in failure reports
 
         @invariant()
         def serves_exactly_the_committed_version(self):
-            current = folder.read_current().active_version
-            dev.triton.wait_version_ready(model, current, timeout=60)  # a restart takes a moment
+            dev.triton.wait_model_settled(gate_platform.model.name, timeout=60)  # a restart takes a moment
             problems = check_serves_committed(dev.triton, folder, gate_golden)
-            assert not problems, f"after {self.log}: {problems}"
+            if problems:
+                fail(self.log, [Violation(2, p) for p in problems])
 
         @invariant()
         def leaves_nothing_behind(self):
-            assert not folder.leftovers(), f"after {self.log}: {folder.leftovers()}"
+            if folder.leftovers():
+                fail(self.log, [Violation(4, f"left in {folder.path}: {[p.name for p in folder.leftovers()]}")])
 
         @invariant()
         def other_environments_untouched(self):
             for view, state in self.others_before.items():
                 differences = state.snapshot.differences(view.capture().snapshot)
-                assert not differences, f"after {self.log}: {view.name} changed: {differences}"
+                if differences:
+                    fail(self.log, [Violation(5, f"{view.name} changed: {differences}")])
 
-    run_state_machine_as_test(DeploySequences, settings=settings())
+    try:
+        run_state_machine_as_test(DeploySequences, settings=settings())
+    except Exception:
+        if "judgement" in first_failure:
+            record_check("the first failing sequence (the shortest found is printed as reproducible steps)",
+                         first_failure["judgement"])
+        raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from suite.errors import GateError
+from suite.quarantine import DEFAULT_LAYOUT, QuarantineLayout
 
 # Chaos-testing hook: `GATE_CRASH_AT=after:materialize` makes the deployer SIGKILL itself at that
 # stage boundary, so the crash-consistency sweep can prove `recover` handles every point.
@@ -39,21 +40,47 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--golden", default=os.environ.get("GATE_GOLDEN"),
                          help="golden set JSON for the smoke check (env GATE_GOLDEN; default: the "
                          "reference platform's golden set for --model, if it has one)")
-        sub.add_argument("--smoke-timeout", type=float, default=2.0, help="seconds for the smoke inference")
-        sub.add_argument("--ready-timeout", type=float, default=30.0,
-                         help="seconds to wait for a loaded version to be ready")
-        sub.add_argument("--lock-timeout", type=float, default=120.0,
-                         help="seconds to wait for another deploy to the same environment")
+        sub.add_argument("--smoke-timeout", type=float, default=_env_float("GATE_SMOKE_TIMEOUT", 2.0),
+                         help="seconds for the smoke inference (env GATE_SMOKE_TIMEOUT; default 2)")
+        sub.add_argument("--ready-timeout", type=float, default=_env_float("GATE_READY_TIMEOUT", 30.0),
+                         help="seconds to wait for a loaded version to be ready (env GATE_READY_TIMEOUT; default 30)")
+        sub.add_argument("--lock-timeout", type=float, default=_env_float("GATE_LOCK_TIMEOUT", 120.0),
+                         help="seconds to wait for another deploy to the same environment (env GATE_LOCK_TIMEOUT; "
+                         "default 120)")
+        sub.add_argument("--quarantine", default=os.environ.get("GATE_QUARANTINE") or DEFAULT_LAYOUT,
+                         help=f"where a failed version goes, relative to the model's folder (env GATE_QUARANTINE; "
+                         f"default {DEFAULT_LAYOUT!r})")
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
     defects = commands.add_parser("defects", help="run the gate against each seeded defect; print the score")
     defects.add_argument("--catalogue", default="tests.defects", help="module with CATALOGUE (default: tests.defects)")
     defects.add_argument("--only", nargs="*", default=[], metavar="ID", help="run only these defect ids")
     defects.add_argument("--jobs", type=int, default=2, help="gate runs at a time (default 2)")
     defects.add_argument("--workdir", help="keep the broken copies and gate outputs here (default: a temp folder)")
-    which = deploy.add_mutually_exclusive_group(required=True)
-    which.add_argument("--alias", help="registry alias selecting the version (the seed uses A)")
-    which.add_argument("--version", type=int, help="registry version number")
+    which = deploy.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="registry alias selecting the version, e.g. A (env GATE_ALIAS)")
+    which.add_argument("--version", type=int, help="registry version number (env GATE_VERSION)")
     return parser
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+def _selected(args: argparse.Namespace) -> tuple:
+    """(alias, version) from the flags, else from GATE_VERSION / GATE_ALIAS as the gate sets them."""
+    if args.alias is not None or args.version is not None:
+        return args.alias, args.version
+    version, alias = os.environ.get("GATE_VERSION", ""), os.environ.get("GATE_ALIAS", "")
+    if version:
+        if not version.isdigit():
+            raise _Usage(f"GATE_VERSION must be a registry version number, got {version!r}")
+        return None, int(version)
+    if alias:
+        return alias, None
+    raise _Usage("say what to deploy: --alias NAME or --version N (or set GATE_ALIAS / GATE_VERSION)")
 
 
 class _Usage(Exception):
@@ -91,9 +118,13 @@ def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], 
     triton = TritonControl(triton_url)
     if not triton.live():
         raise _Usage(f"Triton at {triton_url} does not answer /v2/health/live; start it or fix --triton-url")
+    try:
+        QuarantineLayout(args.quarantine)
+    except GateError as exc:
+        raise _Usage(str(exc)) from None
     return Deployer(Registry(mlflow_uri), DeployTarget(args.env, repository, triton), model, golden,
                     DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout,
-                                   ready_timeout=args.ready_timeout),
+                                   ready_timeout=args.ready_timeout, quarantine=args.quarantine),
                     on_stage=on_stage)
 
 
@@ -111,8 +142,9 @@ def _stage_hook(printing: bool) -> Callable[[str, str], None]:
 
 
 def deploy_command(args: argparse.Namespace) -> int:
+    alias, version = _selected(args)
     deployer = _deployer(args, _stage_hook(printing=not args.json))
-    result = deployer.deploy(alias=args.alias, version=args.version)
+    result = deployer.deploy(alias=alias, version=version)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.describe())
     return 0 if result.ok else 1
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from suite.deploy import DeploySettings
-from suite.deployers import DeployRequest
+from suite.deployers import DeployOutcome, DeployRequest
 from suite.faults import Fault, FaultContext, file_digests
-from suite.invariants import INVARIANTS, DeployOutcome, EnvironmentView, InvariantChecker, Violation
+from suite.invariants import INVARIANTS, EnvironmentView, InvariantChecker, Judgement, Violation
 from suite.probe import ProbeReport, TrafficProbe
 
 
@@ -26,16 +27,19 @@ class FaultRun:
     expected_stage: str
     notes: List[str] = field(default_factory=list)
     invariants_checked: List[int] = field(default_factory=lambda: list(INVARIANTS))
+    not_applicable: Dict[int, str] = field(default_factory=dict)
 
     @property
-    def stage_matches(self) -> bool:
-        """For the builtin deployer: it failed at the stage the fault targets."""
-        return self.outcome.exit_code is not None or self.outcome.failed_stage == self.expected_stage
+    def findings(self) -> List[str]:
+        """The violated invariants and checks ("1", "traffic"): the scenario's verdict."""
+        return Judgement(self.violations).ids
 
     def to_dict(self) -> dict:
         body = asdict(self)
         body["violation_records"] = body.pop("violations")
         body["violations"] = [str(v) for v in self.violations]
+        body["findings"] = self.findings
+        body["deploy"] = self.outcome.record()
         return body
 
     def describe(self) -> str:
@@ -45,14 +49,18 @@ class FaultRun:
                  f"exit={self.outcome.exit_code}:\n    " + self.outcome.message.strip()[:3000].replace("\n", "\n    "),
                  f"  traffic probe: {self.probe.describe()}"]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  not applicable: invariant {n} ({reason})" for n, reason in self.not_applicable.items()]
         lines += [f"  VIOLATED {v}" for v in self.violations] or ["  all invariants hold"]
         return "\n".join(lines)
 
 
 def run_fault(fault: Fault, ctx: FaultContext, target: EnvironmentView, others: List[EnvironmentView],
               deployer, checker: InvariantChecker, registered_bytes: Dict[int, bytes],
-              settings: Optional[DeploySettings] = None) -> FaultRun:
-    """Prepare, inject, deploy under traffic, repair, then check every invariant."""
+              settings: Optional[DeploySettings] = None, golden_path: Optional[Path] = None,
+              stage_matters: Optional[bool] = None) -> FaultRun:
+    """Prepare, inject, deploy under traffic, repair, then check every invariant and that the
+    fault happened and users saw nothing of it. `stage_matters` (default: for the builtin path)
+    also requires the failure at the fault's stage."""
     begin = time.perf_counter()
     version = fault.prepare(ctx)
     before = target.capture()
@@ -65,15 +73,47 @@ def run_fault(fault: Fault, ctx: FaultContext, target: EnvironmentView, others: 
                 env=target.name, repository=target.repository, triton=target.triton, model=ctx.model,
                 mlflow_uri=overrides.mlflow_uri or ctx.mlflow_uri,
                 version=None if overrides.alias else version, alias=overrides.alias,
-                settings=settings or DeploySettings())
+                settings=settings or DeploySettings(quarantine=target.folder.layout.template),
+                golden_path=golden_path)
             outcome = deployer.deploy(request)
         fault.repair(ctx)
     expected = file_digests(registered_bytes[version]) if version in registered_bytes else None
     judged_version = version if not overrides.alias else None
-    violations = checker.after_failure(target, before, other_states, judged_version,
-                                       expected, outcome, materialized=fault.materializes)
-    # Invariant 3 (quarantine) only applies when a new version was attempted.
-    checked = [n for n in INVARIANTS if n != 3 or judged_version not in (None, before.committed)]
-    return FaultRun(fault.name, fault.description, deployer.name, version, before.committed, outcome,
-                    violations, probe.report, time.perf_counter() - begin, fault.expected_stage, ctx.notes,
-                    checked)
+    if fault.disrupts_serving and outcome.ok and version is not None:
+        # The server was killed after this deployer had finished its part: a good version
+        # committed before the kill is as consistent an ending as a rollback.
+        judgement = checker.after_success(target, before, other_states, version, outcome)
+        judgement.notes.append(f"the deploy of v{version} completed despite the server kill: judged as a "
+                               f"successful deploy")
+    else:
+        judgement = checker.after_failure(target, before, other_states, judged_version, expected, outcome,
+                                          materialized=fault.materializes)
+    run = FaultRun(fault.name, fault.description, deployer.name, version, before.committed, outcome,
+                   judgement.violations, probe.report, time.perf_counter() - begin, fault.expected_stage,
+                   ctx.notes + judgement.notes, judgement.checked, judgement.not_applicable)
+    builtin = deployer.name == "builtin" if stage_matters is None else stage_matters
+    run.violations += _side_checks(run, fault, builtin)
+    return run
+
+
+def _side_checks(run: FaultRun, fault: Fault, stage_matters: bool) -> List[Violation]:
+    """The fault happened, users saw nothing of it, and the builtin path failed where it should."""
+    found = []
+    if run.probe.requests == 0:
+        found.append(Violation("traffic", "the traffic probe sent nothing: the scenario measured nothing"))
+    if fault.disrupts_serving:
+        if "server killed" not in run.notes:
+            found.append(Violation("fault", f"the server was never killed: {fault.description} was never seen "
+                                            f"({'; '.join(run.notes)})"))
+    elif run.probe.failures:
+        found.append(Violation("traffic", f"users saw {run.probe.failures} failed requests during a failed deploy "
+                                          f"(the committed version must answer every request): {run.probe.describe()}"))
+    if any(n == "downloads cut: 0" for n in run.notes) and run.outcome.failed_stage not in ("register", "lock"):
+        found.append(Violation("fault", "no model download passed through the registry URI the deployer was given "
+                                        "(MLFLOW_TRACKING_URI): the fault never reached it. A deployer must take "
+                                        "the registry from its environment for the gate to judge it"))
+    if stage_matters and run.outcome.failed_stage != fault.expected_stage and not \
+            (fault.disrupts_serving and run.outcome.ok):
+        found.append(Violation("stage", f"expected the deploy to fail at {fault.expected_stage}, it failed at "
+                                        f"{run.outcome.failed_stage}"))
+    return found

@@ -20,6 +20,7 @@ from suite import model_config
 from suite.errors import DeployLockedError, GateError, RepositoryError
 from suite.golden import GoldenSet
 from suite.model_repo import Current, ModelFolder, environment_lock, utc_stamp
+from suite.quarantine import DEFAULT_LAYOUT, QuarantineLayout
 from suite.registry import RegisteredVersion, Registry
 from suite.triton_client import TritonControl
 
@@ -89,6 +90,7 @@ class DeploySettings:
     lock_timeout: float = 120.0
     ready_timeout: float = 30.0
     smoke_timeout: float = 2.0
+    quarantine: str = DEFAULT_LAYOUT  # where a failed version goes (suite/quarantine.py)
 
 
 class _StageFailed(Exception):
@@ -106,7 +108,7 @@ class Deployer:
         self.model = model
         self.golden = golden
         self.settings = settings or DeploySettings()
-        self.folder = ModelFolder(target.repository, model)
+        self.folder = ModelFolder(target.repository, model, QuarantineLayout(self.settings.quarantine))
         # Called with ("before"|"after", stage) at every stage boundary: the crash-consistency
         # sweep kills the deployer there.
         self.on_stage = on_stage or (lambda when, stage: None)
@@ -350,7 +352,8 @@ class Deployer:
             return "no version folder to quarantine"
         if committed and committed.active_version == version:
             return f"version {version} is the committed one: kept in place"
-        return f"moved to {self.folder.quarantine(version).name}"
+        moved = self.folder.quarantine(version)
+        return f"moved to {moved.relative_to(self.folder.path).as_posix()}"
 
     def _reload(self, committed: Optional[Current], failed_version: Optional[int] = None) -> str:
         detail = ""

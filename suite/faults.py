@@ -9,7 +9,6 @@ processes), so they apply unchanged to a platform's own deploy command.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import subprocess
 import threading
@@ -19,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
-import requests
-
 from suite import reference_model
 from suite.errors import EnvironmentProblem
 from suite.golden import GoldenSet
+from suite.http_proxy import ForwardingProxy
 from suite.processes import free_port
 from suite.registry import Registry
 from suite.triton_client import TritonControl
@@ -163,11 +161,14 @@ class _ServerKill(Fault):
             ctx.notes.append("server killed" if killed else "server NOT killed: the condition was never seen")
 
     def repair(self, ctx: FaultContext) -> None:
-        # A restarted pod: Triton loads what current.json and the pinned config.pbtxt say.
+        # A restarted pod: Triton loads what current.json and config.pbtxt on disk say. Whether
+        # that is the committed version is for the invariants to judge, not for the repair.
         if not ctx.server.running():
             ctx.server.start()
-        if ctx.committed is not None:
-            ctx.triton.wait_version_ready(ctx.model, ctx.committed, timeout=60)
+        settled = ctx.triton.wait_model_settled(ctx.model, timeout=60)
+        if ctx.committed is not None and ctx.committed not in ctx.triton.ready_versions(ctx.model):
+            ctx.notes.append(f"after the restart Triton does not serve the committed v{ctx.committed}: "
+                             + "; ".join(f"v{e.version} {e.state} {e.reason[:200]}" for e in settled))
 
 
 class KillDuringLoad(_ServerKill):
@@ -188,11 +189,8 @@ class KillDuringSmoke(_ServerKill):
         return ctx.register(reference_model.slow_onnx_for(1.0), self.name)
 
     def seen(self, ctx: FaultContext, version: int) -> bool:
-        # N ready under any name: the builtin path's candidate or, for other deployers, the model.
-        from suite.deploy import CANDIDATE_SUFFIX
-
-        return ctx.triton.model_ready(ctx.model + CANDIDATE_SUFFIX, version) or \
-            ctx.triton.model_ready(ctx.model, version)
+        # N ready under any name: the builtin path's candidate, another deployer's, or the model.
+        return bool(ctx.triton.versions_loaded_anywhere(version))
 
 
 class MlflowUnreachable(Fault):
@@ -205,67 +203,25 @@ class MlflowUnreachable(Fault):
         yield Overrides(mlflow_uri=f"http://127.0.0.1:{free_port()}")
 
 
-class _CuttingProxy(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, upstream: str):
-        self.upstream = upstream.rstrip("/")
-        self.cut = 0
-        super().__init__(("127.0.0.1", 0), _CuttingHandler)
-
-
-class _CuttingHandler(http.server.BaseHTTPRequestHandler):
-    """Forwards to MLflow; artifact downloads of .onnx files stop after half their bytes."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
-        upstream = requests.request(self.command, self.server.upstream + self.path, headers=headers,
-                                    data=body, timeout=30)
-        payload = upstream.content
-        cut = self.command == "GET" and "/mlflow-artifacts/artifacts/" in self.path \
-            and self.path.split("?")[0].endswith(".onnx")
-        self.send_response(upstream.status_code)
-        for key, value in upstream.headers.items():
-            if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        if cut:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if cut:
-            self.server.cut += 1
-            self.wfile.write(payload[: len(payload) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 class DownloadCutHalfway(Fault):
     name = "download-cut-halfway"
     expected_stage = "materialize"
     description = "the model artifact download stops halfway (a real HTTP proxy cuts the body)"
 
+    @staticmethod
+    def model_download(method: str, path: str) -> bool:
+        """Any download of the model file, whatever the client: mlflow's artifact API
+        (`/api/2.0/mlflow-artifacts/artifacts/.../model.onnx`) or the registry's
+        (`/model-versions/get-artifact?path=model.onnx`)."""
+        return method == "GET" and ".onnx" in path
+
     @contextmanager
     def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
-        proxy = _CuttingProxy(ctx.mlflow_uri)
-        thread = threading.Thread(target=proxy.serve_forever, name="cutting-proxy", daemon=True)
-        thread.start()
-        try:
-            yield Overrides(mlflow_uri=f"http://127.0.0.1:{proxy.server_address[1]}")
-        finally:
-            proxy.shutdown()
-            proxy.server_close()
-            ctx.notes.append(f"downloads cut: {proxy.cut}")
+        with ForwardingProxy(ctx.mlflow_uri, cut=self.model_download) as proxy:
+            try:
+                yield Overrides(mlflow_uri=proxy.url)
+            finally:
+                ctx.notes.append(f"downloads cut: {proxy.cuts}")
 
 
 def _run(*argv: str) -> None:

@@ -1,66 +1,92 @@
 """The rollback invariants, checked after every deploy attempt by one reusable checker.
 
 After a failed deploy of version N into an environment whose committed version is C:
-  1. current.json is byte-for-byte what it was, and parses;
+  1. current.json and config.pbtxt say what they said (content compared, types included; a
+     rewrite with the same content is a note, not a violation), and current.json parses;
   2. Triton serves exactly C (index, version readiness) and C gives the golden outputs;
-  3. N is gone from the numeric versions and kept, complete, as N.failed_<UTC>
-     (or, when the deploy failed before N was materialized, the repository is untouched);
-  4. no staging, temporary or journal entry is left in the repository;
-  5. the other environment is untouched;
+  3. N is gone from the numeric versions and kept, complete, where the platform's quarantine
+     layout says (or, when the deploy failed before N was materialized, the model's versions,
+     quarantine and committed files are untouched); nothing beside the versions reads as one;
+  4. nothing new is left in the repository or loaded in Triton but the deploy's own result;
+  5. the other environments are untouched;
   6. the deploy reported failure, naming the stage (or exit status) and why.
 After a successful deploy the mirror holds: current.json = N, N serves golden, no leftovers.
-Every violated invariant is reported, not only the first.
+Every violated invariant is reported, not only the first; an invariant that cannot be checked
+in the state at hand is reported "not applicable" with the reason, never as held.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Union
 
+from suite import model_config
 from suite.checks import EnvironmentSnapshot, check_serves_committed, snapshot
 from suite.errors import GateError
 from suite.golden import GoldenSet
-from suite.model_repo import LOCK_FILE, ModelFolder, parse_current, tree_digest
+from suite.model_repo import CONFIG_PBTXT, CURRENT_JSON, LOCK_FILE, ModelFolder, json_content, parse_current, tree_digest
+from suite.quarantine import QuarantineLayout, read_as_versions
 from suite.triton_client import TritonControl
 
+if TYPE_CHECKING:
+    from suite.deployers import DeployOutcome
+
 INVARIANTS = {
-    1: "current.json unchanged",
+    1: "current.json and config.pbtxt unchanged",
     2: "committed version serves golden",
     3: "failed version quarantined complete",
-    4: "no leftovers in the repository",
+    4: "no leftovers",
     5: "other environment untouched",
     6: "failure reported with its reason",
 }
+# Checks beside the invariants, reported the same way (a scenario's verdict names them all).
+CHECKS = {
+    "traffic": "users saw no failure",
+    "stage": "the builtin path failed at the fault's stage",
+    "fault": "the fault really happened",
+}
 
-# Stages before which the version folder does not exist yet: a failure there must leave the
-# repository as it was, with nothing to quarantine.
-PRE_MATERIALIZE_STAGES = ("lock", "register", "materialize")
 # Triton answers not-ready while any model loads or unloads (issue #7014), ~1.5 s after a deploy.
 SERVER_READY_WITHIN_S = 10.0
 
 
 @dataclass(frozen=True)
 class Violation:
-    invariant: int
+    invariant: Union[int, str]  # 1..6, or a key of CHECKS
     detail: str
 
     @property
     def name(self) -> str:
-        return INVARIANTS[self.invariant]
+        return INVARIANTS.get(self.invariant) or CHECKS.get(self.invariant, str(self.invariant))  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        return f"invariant {self.invariant} ({self.name}): {self.detail}"
+        kind = "invariant" if isinstance(self.invariant, int) else "check"
+        return f"{kind} {self.invariant} ({self.name}): {self.detail}"
 
 
 @dataclass
-class DeployOutcome:
-    """What a deployer reported: the builtin path's result, or a command's exit status and output."""
+class Judgement:
+    """What the checker found: violations, notes worth reporting, invariants it could not check."""
 
-    ok: bool
-    failed_stage: Optional[str] = None
-    message: str = ""
-    exit_code: Optional[int] = None
-    result: Optional[dict] = None  # the builtin path's stage records (DeployResult.to_dict())
+    violations: List[Violation] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    not_applicable: Dict[int, str] = field(default_factory=dict)
+
+    def add(self, invariant: Union[int, str], detail: str) -> None:
+        self.violations.append(Violation(invariant, detail))
+
+    def extend(self, invariant: int, details: Iterable[str]) -> None:
+        self.violations.extend(Violation(invariant, d) for d in details)
+
+    @property
+    def checked(self) -> List[int]:
+        return [n for n in INVARIANTS if n not in self.not_applicable]
+
+    @property
+    def ids(self) -> List[str]:
+        """The violated invariants and checks, as a scenario's verdict names them ("1", "traffic")."""
+        return sorted({str(v.invariant) for v in self.violations}, key=lambda i: (not i.isdigit(), i))
 
 
 @dataclass(frozen=True)
@@ -71,8 +97,11 @@ class EnvironmentState:
     repository: Path
     current_bytes: Optional[bytes]
     committed: Optional[int]
-    model_files: Dict[str, str]
+    config_bytes: Optional[bytes]
+    versions: Dict[str, str]     # the model's versions and quarantine: relative path -> sha256
     quarantined: List[str]
+    entries: Set[str]            # top-level names of the repository and of the model's folder
+    loaded: Set[str]             # models Triton has loaded (any name: candidates too)
     snapshot: EnvironmentSnapshot
     current_inode: Optional[int] = None  # to tell a rewrite in place from temp file + os.replace
 
@@ -80,18 +109,27 @@ class EnvironmentState:
 class EnvironmentView:
     """How the checker reaches one environment: its repository and its Triton."""
 
-    def __init__(self, name: str, repository: Path, triton: TritonControl, model: str):
+    def __init__(self, name: str, repository: Path, triton: TritonControl, model: str,
+                 layout: Optional[QuarantineLayout] = None):
         self.name = name
         self.repository = Path(repository)
         self.triton = triton
-        self.folder = ModelFolder(self.repository, model)
+        self.folder = ModelFolder(self.repository, model, layout)
 
     def capture(self) -> EnvironmentState:
         current = self.folder.current_bytes()
         committed = parse_current(current).active_version if current is not None else None
-        return EnvironmentState(self.name, self.repository, current, committed,
-                                _model_files(self.folder), [p.name for p in self.folder.quarantined()],
-                                snapshot(self.repository, self.triton), _inode(self.folder.current_path))
+        return EnvironmentState(self.name, self.repository, current, committed, _read(self.folder.config_path),
+                                _model_state(self.folder), [_rel(self.folder, p) for p in self.folder.quarantined()],
+                                _entries(self.folder), self.triton.loaded_models(), snapshot(self.repository, self.triton),
+                                _inode(self.folder.current_path))
+
+
+def _read(path: Path) -> Optional[bytes]:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _inode(path: Path) -> Optional[int]:
@@ -101,8 +139,29 @@ def _inode(path: Path) -> Optional[int]:
         return None
 
 
-def _model_files(folder: ModelFolder) -> Dict[str, str]:
-    return {k: v for k, v in tree_digest(folder.path).items() if not k.startswith(LOCK_FILE)}
+def _rel(folder: ModelFolder, path: Path) -> str:
+    return path.relative_to(folder.path).as_posix()
+
+
+def _model_state(folder: ModelFolder) -> Dict[str, str]:
+    """Digest of what a deploy may change: version folders, quarantine, the committed files."""
+    digest = {}
+    roots = [folder.version_path(v) for v in folder.versions()] + folder.quarantined()
+    for root in roots:
+        for rel, sha in tree_digest(root).items():
+            digest[f"{_rel(folder, root)}/{rel}"] = sha
+        digest[_rel(folder, root)] = "<dir>"
+    for name in (CURRENT_JSON, CONFIG_PBTXT):
+        data = _read(folder.path / name)
+        if data is not None:
+            digest[name] = hashlib.sha256(data).hexdigest()
+    return digest
+
+
+def _entries(folder: ModelFolder) -> Set[str]:
+    names = {f"{p.name}" for p in folder.repository.iterdir()} if folder.repository.is_dir() else set()
+    names |= {f"{folder.model}/{name}" for name in folder.entries()}
+    return names - {LOCK_FILE}
 
 
 class InvariantChecker:
@@ -110,136 +169,247 @@ class InvariantChecker:
         self.model = model
         self.golden = golden
 
-    def after_failure(self, target: EnvironmentView, before: EnvironmentState, others: Dict[EnvironmentView, EnvironmentState],
-                      version: Optional[int], expected_files: Optional[Dict[str, str]], outcome: DeployOutcome,
-                      materialized: bool) -> List[Violation]:
-        """Violations after a deploy of `version` that had to fail.
+    # -- the judgements --------------------------------------------------------------------
 
-        `expected_files` is what the version folder held when materialized (relative path ->
+    def after_failure(self, target: EnvironmentView, before: EnvironmentState,
+                      others: Dict[EnvironmentView, EnvironmentState], version: Optional[int],
+                      expected_files: Optional[Dict[str, str]], outcome: "DeployOutcome",
+                      materialized: bool) -> Judgement:
+        """After a deploy of `version` that had to fail.
+
+        `expected_files` is what the version folder holds when materialized (relative path ->
         sha256), to prove the quarantined copy is complete. `materialized` says whether the
         failure came after the version folder was made.
         """
-        found: List[Violation] = []
-        folder = target.folder
-        # 1. current.json byte-for-byte
-        now = folder.current_bytes()
-        if now != before.current_bytes:
-            found.append(Violation(1, f"current.json changed from {_show(before.current_bytes)} to {_show(now)}"))
-        elif now is not None:
-            try:
-                parse_current(now)
-            except GateError as exc:
-                found.append(Violation(1, str(exc)))
-        # 2. Triton serves exactly the committed version, correctly
-        found += self._serves(target, before.committed, invariant=2)
-        # 3. quarantine (or untouched repository when nothing was materialized)
-        if version is not None and version != before.committed:
-            found += self._quarantine(folder, before, version, expected_files, materialized)
-        # 4. leftovers
-        found += self._leftovers(target)
-        # 5. other environments
-        found += self._others(others)
-        # 6. the deployer said it failed, and why
-        if outcome.ok:
-            found.append(Violation(6, "the deployer reported success for a deploy that had to fail"))
-        elif not outcome.message.strip():
-            found.append(Violation(6, "the deployer failed without saying why (empty message)"))
-        elif outcome.exit_code is None and not outcome.failed_stage:
-            found.append(Violation(6, "the deploy result does not name the stage that failed"))
+        found = Judgement()
+        self._committed_files_unchanged(target, before, found)
+        found.extend(2, self._serves(target, before.committed))
+        if version is not None and version == before.committed:
+            found.not_applicable[3] = f"v{version} is the committed version: nothing to quarantine"
+        elif not materialized or version is None:
+            self._untouched(target, before, found)
+        else:
+            self._quarantined(target, before, version, expected_files, found)
+        self._no_leftovers(target, before, found)
+        self._others(others, found)
+        self._reported_failure(outcome, found)
         return found
 
-    def after_success(self, target: EnvironmentView, others: Dict[EnvironmentView, EnvironmentState],
-                      version: int, outcome: DeployOutcome,
-                      before: Optional[EnvironmentState] = None) -> List[Violation]:
-        """Violations after a deploy of `version` that had to succeed; with `before`, also how
-        current.json was written."""
-        found: List[Violation] = []
+    def after_success(self, target: EnvironmentView, before: EnvironmentState,
+                      others: Dict[EnvironmentView, EnvironmentState], version: int,
+                      outcome: "DeployOutcome") -> Judgement:
+        """After a deploy of `version` that had to succeed (current.json = N, N serves golden)."""
+        found = Judgement()
         try:
             current = target.folder.read_current()
         except GateError as exc:
             current = None
-            found.append(Violation(1, str(exc)))
+            found.add(1, str(exc))
         if current is None or current.active_version != version:
-            found.append(Violation(1, f"current.json names version "
-                                      f"{current.active_version if current else None}, expected {version}"))
-        if before is not None:
-            found += self._written_atomically(target, before)
-        found += self._serves(target, version, invariant=2)
-        found += self._leftovers(target)
-        found += self._others(others)
+            found.add(1, f"current.json names version {current.active_version if current else None}, "
+                         f"expected {version}")
+        found.extend(1, self._written_atomically(target, before))
+        found.extend(2, self._serves(target, version))
+        found.not_applicable[3] = "the deploy was good: nothing to quarantine"
+        self._no_leftovers(target, before, found)
+        self._others(others, found)
         if not outcome.ok:
-            found.append(Violation(6, f"the deploy of a good version failed: {outcome.message[:500]}"))
+            found.add(6, f"the deploy of a good version failed: {outcome.message[:500]}")
+        return found
+
+    def after_recovery(self, target: EnvironmentView, before: EnvironmentState,
+                       others: Dict[EnvironmentView, EnvironmentState], version: int,
+                       outcome: "DeployOutcome") -> Judgement:
+        """After a deployer died deploying `version` and the platform's recovery ran: either the
+        deploy was finished (current.json = N) or undone (the state before it), never a mix."""
+        try:
+            current = target.folder.read_current()
+        except GateError as exc:
+            found = Judgement()
+            found.add(1, str(exc))
+            return found
+        if current is not None and current.active_version == version and version != before.committed:
+            found = self.after_success(target, before, others, version, outcome)
+            found.notes.append(f"recovery finished the deploy of v{version}")
+            found.violations = [v for v in found.violations if v.invariant != 6]
+        else:
+            found = Judgement()
+            self._committed_files_unchanged(target, before, found)
+            found.extend(2, self._serves(target, before.committed))
+            if version in target.folder.versions() and version != before.committed:
+                found.add(3, f"version folder {version} of the interrupted deploy is still among the numeric "
+                             f"versions {target.folder.versions()} after recovery: a restart or the next "
+                             f"deploy may take it as a good version")
+            self._beside_versions(target, before, found)
+            self._no_leftovers(target, before, found)
+            self._others(others, found)
+            found.notes.append(f"recovery undid the deploy of v{version}")
+        if not outcome.ok:
+            found.add(6, f"the recovery did not succeed: {outcome.message[:500]}")
         return found
 
     # -- the parts ---------------------------------------------------------------------------
 
+    def _committed_files_unchanged(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+        now = target.folder.current_bytes()
+        if now != before.current_bytes:
+            try:
+                same = now is not None and before.current_bytes is not None and \
+                    json_content(now) == json_content(before.current_bytes)
+            except ValueError:
+                same = False
+            if same:
+                found.notes.append("current.json was rewritten with the same content (formatting or "
+                                   "byte-level change only): not a violation")
+            else:
+                found.add(1, f"current.json changed from {_show(before.current_bytes)} to {_show(now)}")
+        if now is not None:
+            try:
+                parse_current(now)
+            except GateError as exc:
+                found.add(1, str(exc))
+        config_now = _read(target.folder.config_path)
+        if config_now != before.config_bytes:
+            difference = _config_difference(before.config_bytes, config_now)
+            if difference:
+                found.add(1, f"config.pbtxt is not the committed one any more: {difference}; a restarted "
+                             f"Triton would load that")
+            else:
+                found.notes.append("config.pbtxt was rewritten with the same content: not a violation")
+
     @staticmethod
-    def _written_atomically(target: EnvironmentView, before: EnvironmentState) -> List[Violation]:
+    def _written_atomically(target: EnvironmentView, before: EnvironmentState) -> List[str]:
         """A changed current.json on the same inode was truncated and rewritten in place: a reader
         (Triton's start-up, the next deploy) or a crash in between sees a torn or empty file."""
         if before.current_inode is None or target.folder.current_bytes() == before.current_bytes:
             return []
         if _inode(target.folder.current_path) == before.current_inode:
-            return [Violation(1, f"current.json changed but kept its inode {before.current_inode}: it was "
-                                 "rewritten in place, so a reader or a crash mid-write sees a torn file; write "
-                                 "a temporary file in the same folder and os.replace() it")]
+            return [f"current.json changed but kept its inode {before.current_inode}: it was rewritten in "
+                    "place, so a reader or a crash mid-write sees a torn file; write a temporary file in "
+                    "the same folder and os.replace() it"]
         return []
 
-    def _serves(self, target: EnvironmentView, version: Optional[int], invariant: int) -> List[Violation]:
+    def _serves(self, target: EnvironmentView, version: Optional[int]) -> List[str]:
         if version is None:
             try:
                 ready = target.triton.ready_versions(self.model)
             except GateError as exc:
-                return [Violation(invariant, str(exc))]
-            return [Violation(invariant, f"nothing is committed but Triton serves versions {ready}")] if ready else []
+                return [str(exc)]
+            return [f"nothing is committed but Triton serves versions {ready}"] if ready else []
         problems = check_serves_committed(target.triton, target.folder, self.golden, expected_version=version)
         if not target.triton.wait_server_ready(SERVER_READY_WITHIN_S):
             # A readiness probe on /v2/health/ready would take the pod out of its Service.
             problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_WITHIN_S:.0f} s "
                             f"(a model in a failed state keeps the whole server unready)")
-        return [Violation(invariant, p) for p in problems]
+        return problems
 
-    def _quarantine(self, folder: ModelFolder, before: EnvironmentState, version: int,
-                    expected_files: Optional[Dict[str, str]], materialized: bool) -> List[Violation]:
-        found = []
+    def _untouched(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+        """Failed before materializing: versions, quarantine and committed files as they were."""
+        after = _model_state(target.folder)
+        changed = sorted(k for k in set(after) | set(before.versions) if after.get(k) != before.versions.get(k))
+        if changed:
+            found.add(3, f"this fault strikes before a complete version can exist (a cut download, a refused "
+                         f"write, an unknown version), so the model's versions, quarantine and committed files "
+                         f"must be as they were; they changed: {changed}")
+
+    def _quarantined(self, target: EnvironmentView, before: EnvironmentState, version: int,
+                     expected_files: Optional[Dict[str, str]], found: Judgement) -> None:
+        folder = target.folder
         if version in folder.versions():
-            found.append(Violation(3, f"version folder {version} is still among the numeric versions "
-                                      f"{folder.versions()}: Triton could serve it after a restart"))
-        new = [p for p in folder.quarantined(version) if p.name not in before.quarantined]
-        if not materialized:
-            if new:
-                found.append(Violation(3, f"the deploy failed before materializing, yet {[p.name for p in new]} appeared"))
-            after = _model_files(folder)
-            if after != before.model_files:
-                changed = sorted(k for k in set(after) | set(before.model_files)
-                                 if after.get(k) != before.model_files.get(k))
-                found.append(Violation(3, f"the repository changed although nothing was materialized: {changed}"))
-            return found
+            found.add(3, f"version folder {version} is still among the numeric versions {folder.versions()}: "
+                         f"Triton could serve it after a restart")
+        new = [p for p in folder.quarantined(version) if _rel(folder, p) not in before.quarantined]
         if len(new) != 1:
-            found.append(Violation(3, f"expected exactly one new {version}.failed_<UTC> folder, found "
-                                      f"{[p.name for p in new]} (a failed version must be kept, never deleted)"))
-            return found
-        if expected_files is not None:
+            found.add(3, f"expected exactly one new quarantined copy of v{version} at "
+                         f"{folder.layout.template!r} (the platform's quarantine layout), found "
+                         f"{[_rel(folder, p) for p in new]}; a failed version must be kept, never deleted. "
+                         f"Model folder now: {folder.entries()}")
+        elif expected_files is not None:
             kept = tree_digest(new[0])
-            if kept != expected_files:
-                found.append(Violation(3, f"{new[0].name} is not the complete materialized version: "
-                                          f"holds {sorted(kept)}, expected {sorted(expected_files)} "
-                                          f"with the registry's bytes"))
-        return found
+            missing = sorted(set(expected_files.values()) - set(kept.values()))
+            if missing:
+                found.add(3, f"{_rel(folder, new[0])} is not the complete version: no file in it has the "
+                             f"registry's bytes (sha256 {missing[0][:12]}...); it holds {sorted(kept)}")
+        self._beside_versions(target, before, found)
 
-    def _leftovers(self, target: EnvironmentView) -> List[Violation]:
-        leftovers = [p.name for p in target.folder.leftovers()]
-        leftovers += [p.name for p in target.repository.iterdir()
-                      if p.name.endswith(".tmp") or p.name.startswith(".staging")] if target.repository.is_dir() else []
-        return [Violation(4, f"left in {target.folder.path}: {leftovers}")] if leftovers else []
+    def _beside_versions(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+        """A quarantined folder named `3.failed_<ts>` beside the versions is read by Triton as
+        version 3 unless config.pbtxt pins the versions (measured on 2.51: NoSuchFile on 3/)."""
+        names = [n.split("/", 1)[1] for n in _entries(target.folder) - before.entries
+                 if n.startswith(target.folder.model + "/")]
+        readable = read_as_versions(names)
+        if not readable:
+            return
+        config = _read(target.folder.config_path)
+        try:
+            pinned = config is not None and \
+                model_config.parse(config.decode()).version_policy.WhichOneof("policy_choice") == "specific"
+        except GateError:
+            pinned = False
+        if not pinned:
+            found.add(3, f"{readable} sit beside the version folders and config.pbtxt has no version_policy: "
+                         f"Triton reads such a folder as the version its name begins with (measured on 2.51: the "
+                         f"next load fails with NoSuchFile for that version); quarantine outside the version "
+                         f"folders or pin the versions")
 
-    def _others(self, others: Dict[EnvironmentView, EnvironmentState]) -> List[Violation]:
-        found = []
+    def _no_leftovers(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+        """Nothing new but the committed files, version folders (invariants 2 and 3 judge those)
+        and the quarantine; no model left loaded in Triton but the model itself."""
+        folder = target.folder
+        allowed = {f"{folder.model}/{name}" for name in (CURRENT_JSON, CONFIG_PBTXT)}
+        allowed |= {f"{folder.model}/{v}" for v in folder.versions()}
+        allowed |= {f"{folder.model}/{p.relative_to(folder.path).parts[0]}" for p in folder.quarantined()}
+        if folder.layout.top_folder:
+            allowed.add(f"{folder.model}/{folder.layout.top_folder}")
+        allowed.add(folder.model)
+        new = sorted(_entries(folder) - before.entries - allowed)
+        if new:
+            found.add(4, f"left in the repository {target.repository}: {new}")
+        stray = sorted(target.triton.loaded_models() - before.loaded - {self.model})
+        if stray:
+            found.add(4, f"left loaded in Triton: {stray} (a candidate or staging model never unloaded)")
+
+    def _others(self, others: Dict[EnvironmentView, EnvironmentState], found: Judgement) -> None:
+        if not others:
+            found.not_applicable[5] = "the platform has no other environment"
+            return
         for view, state in others.items():
+            if state.committed is None:
+                found.not_applicable[5] = (f"{view.name} has nothing committed, so a change to its served state "
+                                           f"could not be seen")
             differences = state.snapshot.differences(snapshot(view.repository, view.triton))
             if differences:
-                found.append(Violation(5, f"{view.name} changed: " + "; ".join(differences)))
-        return found
+                found.add(5, f"{view.name} changed: " + "; ".join(differences))
+                found.not_applicable.pop(5, None)
+
+    @staticmethod
+    def _reported_failure(outcome: "DeployOutcome", found: Judgement) -> None:
+        if outcome.ok:
+            found.add(6, "the deployer reported success for a deploy that had to fail")
+        elif not outcome.message.strip():
+            found.add(6, "the deployer failed without saying why (empty message)")
+        elif outcome.exit_code is None and not outcome.failed_stage:
+            found.add(6, "the deploy result does not name the stage that failed")
+
+
+def _config_difference(before: Optional[bytes], after: Optional[bytes]) -> str:
+    """'' when both configs say the same; otherwise what changed, in words."""
+    if before is None or after is None:
+        return "it appeared" if before is None else "it was removed"
+    try:
+        old, new = model_config.parse(before.decode()), model_config.parse(after.decode())
+    except GateError as exc:
+        return f"it does not parse any more ({exc})"
+    if old == new:
+        return ""
+    fields = sorted({f.name for f, _ in old.ListFields()} ^ {f.name for f, _ in new.ListFields()}
+                    | {f.name for f, v in old.ListFields() if getattr(new, f.name) != v})
+    return f"fields {fields} differ (version_policy was {_policy(old)}, is {_policy(new)})"
+
+
+def _policy(config) -> str:
+    pinned = model_config.pinned_version(config)
+    return f"pinned to v{pinned}" if pinned is not None else (config.version_policy.WhichOneof("policy_choice") or "none")
 
 
 def _show(data: Optional[bytes]) -> str:

@@ -20,13 +20,13 @@ from typing import Callable, Dict, Iterator, List, Optional
 import filelock
 
 from suite.errors import DeployLockedError, RepositoryError
+from suite.quarantine import DEFAULT_LAYOUT, QuarantineLayout
 
 CURRENT_JSON = "current.json"
 CONFIG_PBTXT = "config.pbtxt"
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".gate-deploy.lock"
 JOURNAL = ".deploy-journal.json"
-FAILED_MARK = ".failed_"
 
 
 def utc_stamp(now: Optional[float] = None) -> str:
@@ -95,13 +95,30 @@ def parse_current(data: bytes, source: str = CURRENT_JSON) -> Current:
                    str(body.get("updated_at_utc", "")), extra)
 
 
+def json_content(data: Optional[bytes]) -> object:
+    """A JSON document's content with every value's type kept (1, 1.0 and true differ), so two
+    files compare equal exactly when they say the same thing, whatever their formatting."""
+    if data is None:
+        return None
+    return _typed(json.loads(data))
+
+
+def _typed(value: object) -> object:
+    if isinstance(value, dict):
+        return ("object", tuple(sorted((k, _typed(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("array", tuple(_typed(v) for v in value))
+    return (type(value).__name__, value)
+
+
 class ModelFolder:
     """One model's folder in one environment's repository: `<repo>/<model>/`."""
 
-    def __init__(self, repository: Path, model: str):
+    def __init__(self, repository: Path, model: str, layout: Optional[QuarantineLayout] = None):
         self.repository = Path(repository)
         self.model = model
         self.path = self.repository / model
+        self.layout = layout or QuarantineLayout(DEFAULT_LAYOUT)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -133,11 +150,12 @@ class ModelFolder:
         return sorted(int(p.name) for p in self.path.iterdir() if p.is_dir() and p.name.isdigit())
 
     def quarantined(self, version: Optional[int] = None) -> List[Path]:
-        if not self.path.is_dir():
-            return []
-        prefix = f"{version}{FAILED_MARK}" if version is not None else None
-        return sorted(p for p in self.path.iterdir() if p.is_dir() and FAILED_MARK in p.name
-                      and (prefix is None or p.name.startswith(prefix)))
+        """Failed versions kept where the quarantine layout says (of `version`, or all)."""
+        return self.layout.entries(self.path, version)
+
+    def entries(self) -> List[str]:
+        """Names in the model's folder."""
+        return sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
 
     def leftovers(self) -> List[Path]:
         """Staging, temporary and journal entries a finished deploy must never leave behind."""
@@ -226,16 +244,16 @@ class ModelFolder:
             shutil.rmtree(staging, ignore_errors=True)  # our own staging folder, never a version
 
     def quarantine(self, version: int, now: Optional[float] = None) -> Path:
-        """Rename version N to `N.failed_<UTC>`; keeps it whole for the post-mortem."""
+        """Move version N where the layout says (default `N.failed_<UTC>`); keeps it whole."""
         source = self.version_path(version)
-        base = f"{version}{FAILED_MARK}{utc_stamp(now)}"
-        target = self.path / base
-        n = 1
+        base = self.layout.path(self.path, version, utc_stamp(now))
+        target, n = base, 1
         while target.exists():
             n += 1
-            target = self.path / f"{base}_{n}"
+            target = base.with_name(f"{base.name}_{n}")
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(source, target)
-        _fsync_dir(self.path)
+        _fsync_dir(target.parent)
         return target
 
     def write_current(self, current: Current) -> None:

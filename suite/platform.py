@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from suite.errors import PlatformError
+from suite.quarantine import QuarantineLayout
 
 def _reference_dir() -> Path:
     """The reference platform: `deploy/` in a checkout, `suite/reference/` in an installed copy."""
@@ -62,7 +63,29 @@ class MonitoringSpec(_Strict):
 
 
 class DeployerSpec(_Strict):
+    """Who deploys: the builtin path, or the platform's own command (README "Bring your own deployer")."""
+
     command: str = Field(default="builtin", min_length=1)
+    # The platform's recovery after a deployer died half-way; None: the next deploy heals it.
+    recover: Optional[str] = Field(default=None, min_length=1)
+    # Variables of the gate's own environment handed to the command (names or fnmatch patterns);
+    # nothing else leaks through (a fault must reach the deployer, never be bypassed by it).
+    pass_env: List[str] = Field(default_factory=list)
+    # Where a failed version is kept, relative to the model's folder (suite/quarantine.py).
+    quarantine: str = Field(default="{version}.failed_{utc}", min_length=1)
+
+    @field_validator("quarantine")
+    @classmethod
+    def _layout(cls, value: str) -> str:
+        try:
+            QuarantineLayout(value)
+        except PlatformError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def builtin(self) -> bool:
+        return self.command == "builtin"
 
 
 class RegistrySpec(_Strict):
@@ -106,6 +129,11 @@ class Platform:
     def resolve(self, relative: str) -> Path:
         """Return a manifest path made absolute; manifest paths are relative to its folder."""
         return (self.base_dir / relative).resolve()
+
+    @property
+    def quarantine(self) -> QuarantineLayout:
+        """Where the platform's deployer keeps failed versions (manifest `deployer.quarantine`)."""
+        return QuarantineLayout(self.spec.deployer.quarantine)
 
     def golden_path(self) -> Path:
         if self.model.golden:

@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import psutil
 from mirakuru import HTTPExecutor, SimpleExecutor
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
@@ -81,13 +82,27 @@ def _source_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
+class PortTaken(StackStartError):
+    """Raised when a server could not have its port: another process bound it between our choosing
+    it and the server binding it (other gate sessions on the same machine do that)."""
+
+
+# How many times a server is started again on new ports when another process took one.
+PORT_ATTEMPTS = 3
+
+
 class ServerProcess:
-    """One server: started in its own process group, logged to a file, waited on over HTTP."""
+    """One server: started in its own process group, logged to a file, waited on over HTTP.
+
+    Ready means: `ready_url` answers and every port in `ports` is listened on by this server's
+    process group, not by another process that happened to take it (which would answer too).
+    """
 
     def __init__(self, name: str, argv: Sequence[str], ready_url: str, log_path: Path,
                  env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
-                 start_timeout: float = 60.0, stop_grace: float = 3.0):
+                 start_timeout: float = 60.0, stop_grace: float = 3.0, ports: Sequence[int] = ()):
         self.name = name
+        self.ports = list(ports)
         self.argv = list(argv)
         self.ready_url = ready_url
         self.log_path = Path(log_path)
@@ -125,21 +140,63 @@ class ServerProcess:
         )
         executor = self._executor
         if executor.pre_start_check():
-            raise StackStartError(f"{self.name}: something already answers {self.ready_url}; "
-                                  f"the port was taken between choosing and binding it. Run again.")
+            raise PortTaken(f"{self.name}: something already answers {self.ready_url}; the port was taken "
+                            f"between choosing and binding it (by another process, maybe another gate session)")
         # mirakuru's Executor.start() in two steps, so the group is handed to the watchdog
         # before the (possibly long) readiness wait, not after it.
         SimpleExecutor.start(executor)
         Watchdog.shared().watch(executor.process.pid)
         try:
-            executor.wait_for(executor.check_subprocess)
+            executor.wait_for(self._ready)
         except ProcessExitedWithError as exc:
+            taken = self._ports_taken()
             self.kill()
+            if taken or "address already in use" in log_tail(self.log_path).lower():
+                raise PortTaken(self._explain(f"could not bind port {taken or self.ports}: another process "
+                                              f"has it")) from None
             raise StackStartError(self._explain(f"exited during start-up ({exc.exit_code})")) from None
         except TimeoutExpired:
             self.kill()
             raise StackStartError(self._explain(
                 f"did not answer {self.ready_url} within {self.start_timeout:.0f} s")) from None
+
+    def _ready(self) -> bool:
+        executor = self._executor
+        if executor.process is not None and executor.process.poll() == 0:
+            # mirakuru waits on a server that exited 0 (uvicorn does, when its port is taken) as
+            # long as something answers its URL: here another process would.
+            raise ProcessExitedWithError(executor, 0)
+        return executor.check_subprocess() and self._owns_ports()
+
+    def _listeners(self) -> Dict[int, Optional[int]]:
+        """Port -> pid listening on it, for this server's ports."""
+        found: Dict[int, Optional[int]] = {}
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in self.ports:
+                found[conn.laddr.port] = conn.pid
+        return found
+
+    def _group(self) -> set:
+        pid = self.pid
+        members = set()
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(proc.pid) == pid:
+                    members.add(proc.pid)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return members
+
+    def _owns_ports(self) -> bool:
+        if not self.ports:
+            return True
+        listeners, group = self._listeners(), self._group()
+        return all(listeners.get(port) in group for port in self.ports)
+
+    def _ports_taken(self) -> List[int]:
+        """Our ports that some other process listens on."""
+        group = self._group()
+        return sorted(port for port, pid in self._listeners().items() if pid is not None and pid not in group)
 
     def _explain(self, what: str) -> str:
         return (f"{self.name} {what}. Command: {' '.join(self.argv)}\n"

@@ -12,7 +12,7 @@ from typing import Dict, Optional
 import yaml
 
 from suite.errors import RegistryError
-from suite.processes import ServerProcess, free_port
+from suite.processes import PORT_ATTEMPTS, PortTaken, ServerProcess, free_port
 
 # MLflow's client retries an unreachable server for minutes by default; a deploy should fail
 # in seconds and say why. Users may still raise these through the environment.
@@ -40,6 +40,19 @@ class MlflowServer:
         fresh = not self.database.exists()
         if fresh:
             restore_empty_store(self.database)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                break
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()  # another session took it: a new one, as a new choice
+                self.uri = f"http://127.0.0.1:{self.port}"
+        if fresh:
+            keep_empty_store(self.database)
+
+    def _start_once(self) -> None:
         argv = [sys.executable, "-m", "mlflow", "server",
                 "--backend-store-uri", f"sqlite:///{self.database}",
                 "--artifacts-destination", str(self.workdir / "artifacts"),
@@ -48,10 +61,8 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.process = ServerProcess("mlflow server", argv, ready_url=f"{self.uri}/health",
                                      log_path=self.workdir / "mlflow.log", env=env, cwd=self.workdir,
-                                     start_timeout=self.start_timeout, stop_grace=3.0)
+                                     start_timeout=self.start_timeout, stop_grace=3.0, ports=[self.port])
         self.process.start()
-        if fresh:
-            keep_empty_store(self.database)
 
     def stop(self) -> None:
         if self.process:

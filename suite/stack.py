@@ -32,6 +32,7 @@ class LocalStack:
         self.mlflow = MlflowServer(self.workdir / "mlflow")
         self.runtime = TritonRuntime(self.workdir / "tritonserver")
         self.environments: Dict[str, Environment] = {}
+        self._servers: List[TritonServer] = []
         self.timings: Dict[str, float] = {}
         self._registry: Optional[Registry] = None
 
@@ -43,13 +44,11 @@ class LocalStack:
         """Start MLflow and every Triton in parallel: start-up costs the slowest one, not the sum."""
         begin = time.perf_counter()
         self.runtime.prepare()
-        for name in self.env_names:
-            repository = self.repository_root / name
-            server = TritonServer(name, self.runtime, repository, self.workdir / "logs" / f"triton-{name}.log")
-            self.environments[name] = Environment(
-                name, repository, server, TritonControl(server.endpoints.http, server.endpoints.metrics))
+        servers = {name: TritonServer(name, self.runtime, self.repository_root / name,
+                                      self.workdir / "logs" / f"triton-{name}.log") for name in self.env_names}
+        self._servers = list(servers.values())
         jobs = {"mlflow": self.mlflow.start}
-        jobs.update({f"triton-{n}": e.server.start for n, e in self.environments.items()})
+        jobs.update({f"triton-{n}": server.start for n, server in servers.items()})
         try:
             with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
                 futures = {name: pool.submit(self._timed, name, job) for name, job in jobs.items()}
@@ -58,6 +57,10 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+        # Clients only now: a server may have moved to other ports if another process took one.
+        for name, server in servers.items():
+            self.environments[name] = Environment(name, server.repository, server,
+                                                  TritonControl(server.endpoints.http, server.endpoints.metrics))
         self.timings["stack"] = time.perf_counter() - begin
         return self
 
@@ -79,7 +82,7 @@ class LocalStack:
         return self._registry
 
     def stop(self) -> None:
-        processes = [e.server.process for e in self.environments.values() if e.server.process]
+        processes = [s.process for s in self._servers if s.process]
         if self.mlflow.process:
             processes.append(self.mlflow.process)
         stop_all(processes)

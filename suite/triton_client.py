@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Set
 
 import numpy as np
 import requests
@@ -86,6 +86,19 @@ class TritonControl:
                 raise TritonError(f"{model} version {version} is not ready on {self.http_url} after {timeout:.1f} s")
             time.sleep(0.05)
 
+    def wait_model_settled(self, model: str, timeout: float) -> List[IndexEntry]:
+        """Wait until no version of `model` is loading or unloading (or `timeout`); its index entries."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                entries = [e for e in self.index() if e.name == model]
+            except TritonError:
+                entries = []
+            if (entries and not any(e.state in ("LOADING", "UNLOADING") for e in entries)) \
+                    or time.monotonic() >= deadline:
+                return entries
+            time.sleep(0.1)
+
     def ready_versions(self, model: str) -> List[int]:
         return sorted(e.version for e in self.index()
                       if e.name == model and e.state == "READY" and e.version is not None)
@@ -144,6 +157,31 @@ class TritonControl:
         except Exception as exc:  # socket timeouts and resets surface as various types
             raise TritonError(f"inference on {model} v{version} failed: {type(exc).__name__}: {exc}") from exc
         return {n: result.as_numpy(n) for n in output_names}
+
+    def loaded_models(self) -> Set[str]:
+        """Names of the models Triton has READY, API-loaded ones included (the repository index
+        lists only models with a folder); empty when the server does not answer. Metrics name
+        every loaded model; an unloaded one lingers there a few seconds, hence the ready check."""
+        if not self.metrics_url:
+            return set()
+        try:
+            samples = self.metrics().samples
+        except Exception:  # noqa: BLE001 - a dead or busy server has no metrics; callers check readiness
+            return set()
+        names = {labels["model"] for name, labels, _ in samples if name == "nv_inference_count" and "model" in labels}
+        return {n for n in names if self.model_ready(n)}
+
+    def versions_loaded_anywhere(self, version: int) -> List[str]:
+        """Models (any name: a deployer's candidate too) that have `version` READY."""
+        if not self.metrics_url:
+            return []
+        try:
+            samples = self.metrics().samples
+        except Exception:  # noqa: BLE001
+            return []
+        names = {labels["model"] for name, labels, _ in samples
+                 if name == "nv_inference_count" and labels.get("version") == str(version)}
+        return sorted(n for n in names if self.model_ready(n, version))
 
     # -- metrics ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from suite.errors import EnvironmentProblem
-from suite.processes import ServerProcess, free_port
+from suite.processes import PORT_ATTEMPTS, PortTaken, ServerProcess, free_port
 
 BACKENDS_SOURCE = Path(__file__).resolve().parent / "triton_backends"
 
@@ -90,11 +90,14 @@ class TritonServer:
         self.repository = Path(repository)
         self.log_path = Path(log_path)
         self.start_timeout = start_timeout
+        self.process: Optional[ServerProcess] = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
         self.ports = (free_port(), free_port(), free_port())
         http, grpc, metrics = self.ports
         self.endpoints = TritonEndpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}",
                                          f"http://127.0.0.1:{metrics}/metrics")
-        self.process: Optional[ServerProcess] = None
 
     def argv(self, load_models: List[str]) -> List[str]:
         http, grpc, metrics = self.ports
@@ -119,11 +122,24 @@ class TritonServer:
         return sorted(p.name for p in self.repository.iterdir() if (p / "current.json").is_file())
 
     def start(self) -> None:
+        """Start (or restart) the server; on its first start, new ports if another process took one.
+        A restart keeps its ports: clients and Prometheus know them."""
+        first = self.process is None
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return
+            except PortTaken:
+                if not first or attempt == PORT_ATTEMPTS:
+                    raise
+                self._choose_ports()
+
+    def _start_once(self) -> None:
         self.repository.mkdir(parents=True, exist_ok=True)
         self.process = ServerProcess(
             f"tritonserver[{self.name}]", self.argv(self.committed_models()),
             ready_url=f"{self.endpoints.http}/v2/health/live", log_path=self.log_path,
-            env=self.runtime.environment(), start_timeout=self.start_timeout, stop_grace=2.0,
+            env=self.runtime.environment(), start_timeout=self.start_timeout, stop_grace=2.0, ports=self.ports,
         )
         self.process.start()
 

@@ -11,6 +11,20 @@ from suite.model_repo import ModelFolder
 
 
 @pytest.fixture
+def deploy(gate_stack, gate_platform, gate_golden):
+    """The builtin engine itself, returning its DeployResult (the plugin's `deploy` fixture runs
+    whichever deployer the platform names)."""
+    from suite.deploy import Deployer, DeployTarget
+
+    def run(env, alias=None, version=None):
+        environment = gate_stack.environments[env]
+        target = DeployTarget(env, environment.repository, environment.triton)
+        return Deployer(gate_stack.registry(), target, gate_platform.model.name, gate_golden).deploy(alias, version)
+
+    return run
+
+
+@pytest.fixture
 def dev(gate_envs, gate_platform, committed):
     committed("dev")
     environment = gate_envs["dev"]

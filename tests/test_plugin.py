@@ -128,3 +128,25 @@ def test_next(gate_stack):
     assert result.ret == 3
     result.stdout.fnmatch_lines(["*the embedded stack is broken: tritonserver[[]dev[]] exited unexpectedly "
                                  "(killed by SIGKILL). Last lines of its log*triton-dev.log*"])
+
+
+BASELINE_BREAKER = '''
+def test_first(committed, gate_envs, gate_workdir, gate_platform):
+    committed("dev")
+    # The gate's saved baseline is damaged, and dev left other than it: the next scenario's reset
+    # puts back a repository that is not the one the platform's deployer made.
+    for path in (gate_workdir / "baseline" / "dev").rglob("model.onnx"):
+        path.write_bytes(b"damaged")
+    (gate_envs["dev"].repository / "left-by-the-scenario").write_text("x")
+
+def test_second(committed):
+    pass
+'''
+
+
+def test_a_baseline_that_cannot_be_restored_errors_the_scenario_with_the_reason(pytester):
+    pytester.makepyfile(test_baseline=BASELINE_BREAKER)
+    result = pytester.runpytest_subprocess("-q", timeout=240)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*baseline could not be restored in dev: *repository differs: "
+                                 "*best_model/1/model.onnx*What the repository held before is kept in *evidence*"])

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from suite.errors import StackStartError
-from suite.processes import ServerProcess, free_port
+from suite.processes import PortTaken, ServerProcess, free_port
 from tests.proc_utils import wait_group_gone
 
 
@@ -86,3 +86,59 @@ def test_watchdog_ends_servers_when_the_gate_is_sigkilled(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _gone(child, 5), f"server {child} outlived the SIGKILLed gate"
+
+
+def _answering(port: int):
+    """Another process's HTTP server on `port` (here a thread: any listener not of the server's group)."""
+    import http.server
+    import threading
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    return other
+
+
+def test_a_port_taken_before_the_start_is_reported_as_taken(tmp_path):
+    port = free_port()
+    other = _answering(port)
+    try:
+        server = ServerProcess("late", _http_server(tmp_path, port), ready_url=f"http://127.0.0.1:{port}/",
+                               log_path=tmp_path / "late.log", start_timeout=10, ports=[port])
+        with pytest.raises(PortTaken, match="another process"):
+            server.start()
+    finally:
+        other.shutdown()
+
+
+def test_an_answer_from_a_process_that_took_the_port_is_not_readiness(tmp_path):
+    """The port is taken while the server starts: the other process answers the ready URL, but the
+    server's own group does not listen on it, so it is not ready; it fails to bind: PortTaken."""
+    port = free_port()
+    holder: list = []
+    command = _http_server(tmp_path, port, extra="import time; time.sleep(1.0)")
+    server = ServerProcess("slow", command, ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path / "slow.log",
+                           start_timeout=20, ports=[port])
+    import threading
+
+    threading.Timer(0.3, lambda: holder.append(_answering(port))).start()
+    try:
+        with pytest.raises(PortTaken):
+            server.start()
+    finally:
+        time.sleep(0.5)
+        for other in holder:
+            other.shutdown()
+
+
+def test_triton_moves_to_new_ports_when_another_process_took_one(gate_stack, tmp_path):
+    from suite.triton_server import TritonServer
+
+    server = TritonServer("port-test", gate_stack.runtime, tmp_path / "repo", tmp_path / "triton.log")
+    taken = server.ports[0]
+    other = _answering(taken)
+    try:
+        server.start()
+        assert server.ports[0] != taken and server.endpoints.http.endswith(f":{server.ports[0]}")
+    finally:
+        server.stop()
+        other.shutdown()

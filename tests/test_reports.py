@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -71,11 +70,13 @@ def test_evidence_from_user_properties_lands_in_the_summary():
     fault_run = {"fault": "wrong-answers", "deployer": "builtin", "invariants_checked": [1, 2, 3, 4, 5, 6],
                  "violation_records": [{"invariant": 3, "detail": "deleted"}],
                  "violations": ["invariant 3 (failed version quarantined complete): deleted"],
-                 "outcome": {"ok": False, "failed_stage": "smoke", "result": {
-                     "env": "dev", "requested": "version 4", "ok": False, "failed_stage": "smoke",
-                     "stages": [{"name": "load", "outcome": "passed", "duration_s": 1.5, "detail": ""},
-                                {"name": "smoke", "outcome": "failed", "duration_s": 0.03, "detail": "wrong"}],
-                     "rollback": [], "recovered": []}}}
+                 "findings": ["3"], "not_applicable": {"5": "the platform has no other environment"},
+                 "outcome": {"ok": False, "failed_stage": "smoke"},
+                 "deploy": {"deployer": "builtin", "env": "dev", "requested": "version 4", "ok": False,
+                            "failed_stage": "smoke",
+                            "stages": [{"name": "load", "outcome": "passed", "duration_s": 1.5, "detail": ""},
+                                       {"name": "smoke", "outcome": "failed", "duration_s": 0.03, "detail": "wrong"}],
+                            "rollback": [], "recovered": []}}
     properties = [("fault_run", json.dumps(fault_run)),
                   ("alert", json.dumps({"alert": "TritonDown", "env": "dev", "receiver": "slack-dev", "delay_s": 3.9}))]
     collector = RunCollector()
@@ -86,6 +87,9 @@ def test_evidence_from_user_properties_lands_in_the_summary():
     assert summary["verdict"] == "fail"
     row = summary["fault_matrix"][0]
     assert row["invariants"]["3"]["state"] == "violated" and row["invariants"]["1"]["state"] == "held"
+    assert row["invariants"]["5"] == {"state": "not applicable", "detail": "the platform has no other environment"}
+    assert summary["scenarios"][0]["findings"] == ["3"]
+    assert summary["scenarios"][0]["deploys"][0]["deployer"] == "builtin"
     assert row["failed_stage"] == "smoke"
     assert summary["stage_statistics"]["load"]["median_s"] == 1.5
     assert summary["alerts"][0]["receiver"] == "slack-dev"
@@ -188,7 +192,7 @@ def test_latest_points_at_the_newest_run_and_older_runs_stay(pytester):
 
 # The builtin deploy path as the platform's command, followed by the defect: it deletes the
 # quarantined folder. The gate must fail on invariant 3 and the report must show why.
-DELETING_DEPLOYER = ('python -m suite deploy --env "$GATE_ENV" --version "$GATE_VERSION"; rc=$?; '
+DELETING_DEPLOYER = ('python -m suite deploy --env "$GATE_ENV"; rc=$?; '
                      'rm -rf "$GATE_MODEL_REPOSITORY/$GATE_MODEL/$GATE_VERSION".failed_*; exit $rc')
 
 

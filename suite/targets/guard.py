@@ -10,7 +10,7 @@ from suite.platform import EnvironmentSpec
 DESTRUCTIVE_MARKERS = ("chaos", "deploy")
 # Fixtures that register, deploy or inject: a scenario using one changes the platform whatever
 # its marker (the live alert scenarios kill Triton and deploy a slow model).
-CHANGING_FIXTURES = ("deploy", "deploy_into", "run_fault", "make_environment", "register_model",
+CHANGING_FIXTURES = ("deploy", "run_fault", "make_environment", "register_model",
                      "make_model_version", "reference_versions")
 # Only a shared, long-lived platform can be harmed: the gate's own stacks are thrown away.
 GUARDED_TARGETS = ("k8s",)

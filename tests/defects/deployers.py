@@ -35,19 +35,21 @@ WRONG_ANSWERS = _fault("wrong-answers")
 # The unbroken reference runs the three faults the defects use in one session.
 FAULTS_REFERENCE = _fault("(wrong-answers or download-cut-halfway or slow-model)")
 FAULT = "test_chaos.py::test_fault_ends_in_the_committed_state"
-# A committed v2 (test_deploy_path leaves dev there), then a good deploy of the older v1.
 GOOD_DEPLOY = "test_concurrency_and_crashes.py::test_successful_deploy_under_traffic_loses_no_request"
-OLDER_VERSION = Selection(nodes=("test_deploy_path.py::test_deploy_v1_then_v2[dev]", GOOD_DEPLOY))
-RACE = Selection(marker="chaos", keyword="two_deploys_at_once and wait")
+# v2 deployed, then the older v1 while folder 2 stays.
+OLDER = "test_deploy_contract.py::test_older_version_redeployed_is_served_also_after_a_restart"
+OLDER_VERSION = Selection(nodes=(OLDER, GOOD_DEPLOY))
+RACE_NODE = "test_concurrency_and_crashes.py::test_two_deploys_at_once_both_succeed_in_turn"
+RACE = Selection(nodes=(RACE_NODE,))
 
 DEFECTS: List[Defect] = [
     _chaos("smoke-checks-only-http-200", "the smoke infer accepts any answer (the seed's gap): wrong labels go live",
            _deployer("http-200-smoke"), WRONG_ANSWERS, (f"{FAULT}[wrong-answers]",),
-           ("invariant 1 (current.json unchanged)",)),
+           ("invariant 1 (current.json and config.pbtxt unchanged)",)),
     Defect("no-version-policy", "config.pbtxt has no version_policy: Triton serves the highest folder, "
            "not the version current.json names", _deployer("no-version-policy", "--ready-timeout", "5"),
-           OLDER_VERSION, (GOOD_DEPLOY,),
-           ("current.json names version",)),
+           OLDER_VERSION, (OLDER,),
+           ("invariant 2 (committed version serves golden)",)),
     _chaos("rollback-only-on-load", "rollback runs for load/ready failures only: a version failing smoke "
            "(or commit) stays in place", _deployer("rollback-only-on-load"), WRONG_ANSWERS,
            (f"{FAULT}[wrong-answers]",), ("invariant 3 (failed version quarantined complete)",)),
@@ -64,8 +66,7 @@ DEFECTS: List[Defect] = [
            (f"{FAULT}[download-cut-halfway]",), ("invariant 3",)),
     Defect("no-deploy-lock", "no per-environment lock: two deploys at once interleave",
            _deployer("no-lock"), RACE,
-           ("test_concurrency_and_crashes.py::test_two_deploys_at_once_never_tear_the_state[wait]",),
-           ("both deploys must succeed in turn",)),
+           (RACE_NODE,), ("lets both succeed in turn",)),
     _chaos("no-candidate", "the new version is loaded into the live model before its smoke check: "
            "users get its answers", _deployer("no-candidate"), WRONG_ANSWERS, (f"{FAULT}[wrong-answers]",),
            ("failed requests during a failed deploy",)),
@@ -74,5 +75,5 @@ DEFECTS: List[Defect] = [
            ("invariant 6 (failure reported with its reason)",)),
     _chaos("smoke-without-latency-bound", "the smoke infer waits 30 s: a 6 s-per-request model goes live",
            _deployer("smoke-timeout-30s"), _fault("slow-model"), (f"{FAULT}[slow-model]",),
-           ("invariant 1 (current.json unchanged)",)),
+           ("invariant 1 (current.json and config.pbtxt unchanged)",)),
 ]
