@@ -2,7 +2,10 @@
 # `pytest scenarios -m smoke --target k8s` (deploy/gitops). No Triton inside: it tests the cluster's.
 # Build: docker build -t registry.example.com/mlops/triton-deploy-gate:0.1.0 .
 # (name and tag as in deploy/gitops/base/kustomization.yaml, the one place the hook takes them from)
-FROM python:3.11-slim-bookworm
+# `make images` builds it as the manifest's images.gate, on BASE (default below; where no image
+# registry answers, a Debian base built offline), with the build machine's CA bundle if any.
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,17 +15,27 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # promtool and amtool check rules and routing tables; bookworm has the versions the gate is
 # verified with (Prometheus 2.42, Alertmanager 0.25). The servers themselves are never started here.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager \
- && rm -rf /var/lib/apt/lists/*
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 python3-venv ca-certificates prometheus prometheus-alertmanager \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+
+# Some sites reach the package index only through a TLS-inspecting proxy: `make images` puts the
+# build machine's CA bundle in the context as build-ca.crt (`Dockerfile` keeps the COPY non-empty).
+COPY Dockerfile build-ca.cr[t] /tmp/context/
+RUN if [ -s /tmp/context/build-ca.crt ]; then cp /tmp/context/build-ca.crt /etc/ssl/certs/ca-certificates.crt; fi \
+ && rm -rf /tmp/context
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
 WORKDIR /opt/triton-deploy-gate
 
 # Dependencies first, from the lock alone, so a code change reuses this layer. nvidia-pytriton
 # only carries the tritonserver binary of the embedded stack: left out, this image never starts Triton.
 COPY requirements.lock ./
-RUN grep -v '^nvidia-pytriton==' requirements.lock > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt \
+RUN python3 -m venv /opt/venv \
+ && grep -v '^nvidia-pytriton==' requirements.lock > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
+ENV PATH=/opt/venv/bin:$PATH
 
 # The suite itself; --no-deps because the lock above is the complete, pinned set.
 COPY pyproject.toml README.md conftest.py ./

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -246,12 +247,24 @@ class ReadOnlyRepository(Fault):
     @contextmanager
     def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
         folder = str(ctx.repository / ctx.model)
-        _run("mount", "--bind", folder, folder)
+        # Made read-only aside, then moved in: a container sees the repository through an rslave
+        # bind, and a mount arrives there with the flags it had when it appeared. A bind remounted
+        # ro in place would stay writable inside the container (measured on Docker 20.10).
+        staging = tempfile.mkdtemp(prefix="gate-read-only-")
         try:
-            _run("mount", "-o", "remount,bind,ro", folder, folder)
-            yield Overrides()
+            _run("mount", "--bind", folder, staging)
+            try:
+                _run("mount", "-o", "remount,bind,ro", staging)
+                _run("mount", "--move", staging, folder)
+            except EnvironmentProblem:
+                _run("umount", staging)
+                raise
+            try:
+                yield Overrides()
+            finally:
+                _run("umount", folder)
         finally:
-            _run("umount", folder)
+            os.rmdir(staging)
 
 
 class FullRepository(Fault):

@@ -657,6 +657,8 @@ def check_dockerfile(dockerfile: Path, context: Path) -> List[str]:
         if any(w.startswith("--from") for w in ins.value.split()):
             continue  # from another stage, not the build context
         for source in words[:-1]:
+            if any(c in source for c in "*?["):
+                continue  # a pattern may match nothing, as long as another source exists
             if not (context / source).exists():
                 problems.append(f"line {ins.line}: {ins.keyword} {source}: not in the build context {context}")
             elif is_dockerignored(source.rstrip("/"), ignored):

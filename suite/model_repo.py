@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -38,6 +39,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so a reader sees the old bytes or the new ones, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes it 0600: readers running as another user (Triton as uid 1000, the
+        # PostSync hook as 10001) could no longer read it. Keep the file's mode, else 0644.
+        os.fchmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -139,7 +139,7 @@ class EnvironmentMonitoring:
 
 class MonitoringStack:
     def __init__(self, workdir: Path, targets: List[MonitoredTarget], rules: Dict[str, Optional[RuleSet]],
-                 alertmanagers: Dict[str, Optional[AlertmanagerConfig]]):
+                 alertmanagers: Dict[str, Optional[AlertmanagerConfig]], containers=None):
         self.workdir = Path(workdir)
         self.targets = targets
         self.rules = rules
@@ -147,8 +147,10 @@ class MonitoringStack:
         self.capture = CaptureReceiver()
         self.environments: Dict[str, EnvironmentMonitoring] = {}
         self.timings: Dict[str, float] = {}
-        self.prometheus_bin = find_binary(["prometheus"], "prometheus")
-        self.alertmanager_bin = find_binary(["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")
+        self.containers = containers
+        if containers is None:
+            self.prometheus_bin = find_binary(["prometheus"], "prometheus")
+            self.alertmanager_bin = find_binary(["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")
 
     @property
     def targets_file(self) -> Path:
@@ -171,11 +173,11 @@ class MonitoringStack:
                 am_path.write_text(am_config.to_yaml())
                 port = free_port()
                 am_url = f"http://127.0.0.1:{port}"
-                am_process = ServerProcess(
-                    f"alertmanager[{target.env}]",
-                    [self.alertmanager_bin, f"--config.file={am_path}", f"--storage.path={env_dir / 'am-data'}",
+                am_process = self._server(
+                    "alertmanager", target.env,
+                    [f"--config.file={am_path}", f"--storage.path={env_dir / 'am-data'}",
                      f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                    ready_url=f"{am_url}/-/ready", log_path=env_dir / "alertmanager.log", start_timeout=30)
+                    ready_url=f"{am_url}/-/ready", log_path=env_dir / "alertmanager.log")
                 servers.append(am_process)
             rules_path = None
             if self.rules.get(target.env) is not None:
@@ -187,11 +189,11 @@ class MonitoringStack:
             prom_url = f"http://127.0.0.1:{prom_port}"
             config_path = env_dir / "prometheus.yml"
             config_path.write_text(yaml.safe_dump(self._prometheus_config(target, rules_path, am_url), sort_keys=False))
-            prometheus = ServerProcess(
-                f"prometheus[{target.env}]",
-                [self.prometheus_bin, f"--config.file={config_path}", f"--storage.tsdb.path={env_dir / 'tsdb'}",
+            prometheus = self._server(
+                "prometheus", target.env,
+                [f"--config.file={config_path}", f"--storage.tsdb.path={env_dir / 'tsdb'}",
                  f"--web.listen-address=127.0.0.1:{prom_port}"],
-                ready_url=f"{prom_url}/-/ready", log_path=env_dir / "prometheus.log", start_timeout=30)
+                ready_url=f"{prom_url}/-/ready", log_path=env_dir / "prometheus.log")
             servers.append(prometheus)
             self.environments[target.env] = EnvironmentMonitoring(
                 target.env, target.release, prometheus, prom_url, am_process, am_url, am_config, am_path,
@@ -216,6 +218,15 @@ class MonitoringStack:
             raise errors[0]
         self.timings["monitoring"] = time.perf_counter() - begin
         return self
+
+    def _server(self, role: str, env: str, args: List[str], ready_url: str, log_path: Path):
+        """A host process, or with `containers` the manifest's images.<role> container (same
+        arguments, the work folder mounted at the same path, host networking)."""
+        if self.containers is not None:
+            return self.containers.monitoring(role, env, args, self.workdir, ready_url)
+        binary = self.prometheus_bin if role == "prometheus" else self.alertmanager_bin
+        return ServerProcess(f"{role}[{env}]", [binary, *args], ready_url=ready_url, log_path=log_path,
+                             start_timeout=30)
 
     def write_targets(self, targets: List[MonitoredTarget]) -> None:
         """What service discovery sees: every env's Triton with the labels its Service carries."""

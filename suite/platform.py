@@ -99,6 +99,7 @@ class ImagesSpec(_Strict):
     mlflow: Optional[str] = None
     prometheus: Optional[str] = None
     alertmanager: Optional[str] = None
+    gate: Optional[str] = None   # the gate image itself, for the PostSync hook run in a container
 
 
 class PlatformSpec(_Strict):

@@ -40,6 +40,12 @@ class LocalStack:
     def repository_root(self) -> Path:
         return self.workdir / "model-repository"
 
+    def extra_environment(self, name: str, repository: Path) -> Environment:
+        """One more Triton on its own repository (a fault's small filesystem); the caller stops it."""
+        server = TritonServer(name, self.runtime, repository, self.workdir / "logs" / f"triton-{name}.log")
+        server.start()
+        return Environment(name, repository, server, TritonControl(server.endpoints.http, server.endpoints.metrics))
+
     def start(self) -> "LocalStack":
         """Start MLflow and every Triton in parallel: start-up costs the slowest one, not the sum."""
         begin = time.perf_counter()

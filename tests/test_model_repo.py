@@ -114,3 +114,16 @@ def test_environment_lock_lets_one_deploy_in_at_a_time(tmp_path):
     assert len(order) == 1 and "another deploy holds" in order[0]
     with environment_lock(tmp_path, timeout=1):  # released: free again
         pass
+
+
+def test_atomic_write_leaves_files_readable_by_other_users(tmp_path):
+    """Triton (uid 1000 in the NGC image) and the PostSync hook (uid 10001) read what the deploy
+    path wrote as another user: a new file is 0644, a rewritten one keeps its mode."""
+    new = tmp_path / "current.json"
+    atomic_write(new, b"{}")
+    assert oct(new.stat().st_mode & 0o777) == oct(0o644)
+    kept = tmp_path / "config.pbtxt"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    atomic_write(kept, b"new")
+    assert oct(kept.stat().st_mode & 0o777) == oct(0o640) and kept.read_bytes() == b"new"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.server
-import json
 import re
 import stat
 import subprocess
@@ -17,6 +16,7 @@ from kubernetes.client import (V1ContainerState, V1ContainerStateRunning, V1Cont
 from suite.errors import GateError, PlatformError, StackStartError
 from suite.platform import EnvironmentSpec, load_platform
 from suite.targets import docker as dk
+from tests.kube_api import KubeApiStandIn, kubeconfig
 from suite.targets import guard, k8s
 from tests.platform_copies import copy_reference, edit
 
@@ -83,39 +83,59 @@ def plan(tmp_path) -> dk.ContainerPlan:
     return dk.ContainerPlan("run42-gw0", tmp_path)
 
 
-def test_triton_container_is_explicit_labelled_bind_mounted_and_local(plan, tmp_path):
+def _flag(script: str, name: str) -> str:
+    return re.search(rf"--{name}=(\S+)", script).group(1)
+
+
+def test_triton_container_is_explicit_labelled_bind_mounted_and_local(plan, tmp_path, monkeypatch):
+    monkeypatch.delenv("GATE_DOCKER_SESSION", raising=False)
     repository = tmp_path / "model-repository" / "dev"
     container, endpoints = plan.triton("dev", repository)
-    assert container.image == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert container.image == dk.TRITON_IMAGE == "triton-gate/tritonserver:2.51.0-cpu"
     assert container._name == "triton-gate-run42-gw0-triton-dev"
-    assert container._kwargs["labels"] == {"io.triton-gate.run-id": "run42-gw0", "io.triton-gate.role": "triton",
-                                           "io.triton-gate.env": "dev"}
+    assert container._kwargs == {"labels": {"io.triton-gate.run-id": "run42-gw0", "io.triton-gate.role": "triton",
+                                            "io.triton-gate.env": "dev"}, "network_mode": "host"}
     assert container.volumes == {str(repository.resolve()): {"bind": "/models", "mode": "rw,rslave"}}
+    assert container.ports == {}  # published ports need a bridge: host networking instead
     script = container._command[2]
     assert "--model-control-mode=explicit" in script and "--model-repository=/models" in script
-    bound = {port: container.ports[f"{port}/tcp"] for port in (8000, 8001, 8002)}
-    assert all(host == "127.0.0.1" for host, _ in bound.values())
-    assert endpoints.http == f"http://127.0.0.1:{bound[8000][1]}"
-    assert endpoints.grpc == f"127.0.0.1:{bound[8001][1]}"
-    assert endpoints.metrics == f"http://127.0.0.1:{bound[8002][1]}/metrics"
+    assert {_flag(script, f"{kind}-address") for kind in ("http", "grpc", "metrics")} == {"127.0.0.1"}
+    assert endpoints.http == f"http://127.0.0.1:{_flag(script, 'http-port')}"
+    assert endpoints.grpc == f"127.0.0.1:{_flag(script, 'grpc-port')}"
+    assert endpoints.metrics == f"http://127.0.0.1:{_flag(script, 'metrics-port')}/metrics"
     assert isinstance(container._wait_strategy, dk.TritonModelsReady)
     assert container._wait_strategy.http_url == endpoints.http
 
 
-def test_mlflow_prometheus_alertmanager_containers(plan, tmp_path):
+def test_containers_of_an_engine_session_carry_its_label(plan, monkeypatch):
+    """`python -m suite.targets.engine run` removes its session's containers by this label."""
+    monkeypatch.setenv("GATE_DOCKER_SESSION", "s123")
+    container, _ = plan.triton("dev", plan.workdir / "repo")
+    assert container._kwargs["labels"]["io.triton-gate.session"] == "s123"
+
+
+def test_mlflow_prometheus_alertmanager_containers(plan, tmp_path, monkeypatch):
+    monkeypatch.delenv("GATE_DOCKER_SESSION", raising=False)
     mlflow, uri = plan.mlflow(tmp_path / "mlflow")
     assert mlflow.image == dk.MLFLOW_IMAGE and mlflow.env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     assert mlflow.volumes[str((tmp_path / "mlflow").resolve())]["bind"] == "/mlflow"
-    assert "sqlite:////mlflow/mlflow.db" in mlflow._command and mlflow._wait_strategy.url == f"{uri}/health"
-    config = tmp_path / "prometheus.yml"
-    prometheus = plan.prometheus("prod", config, None, 19090)
-    alertmanager = plan.alertmanager("prod", tmp_path / "am.yml", 19093)
-    for container, role in ((prometheus, "prometheus"), (alertmanager, "alertmanager")):
+    assert mlflow._command[:2] == ["mlflow", "server"] and "sqlite:////mlflow/mlflow.db" in mlflow._command
+    assert mlflow._command[mlflow._command.index("--host") + 1] == "127.0.0.1"
+    assert uri == f"http://127.0.0.1:{mlflow._command[mlflow._command.index('--port') + 1]}"
+    assert mlflow._wait_strategy.url == f"{uri}/health" and mlflow._kwargs["network_mode"] == "host"
+    args = ["--config.file=/w/prod/prometheus.yml", "--web.listen-address=127.0.0.1:19090"]
+    prometheus = plan.monitoring("prometheus", "prod", args, tmp_path, "http://127.0.0.1:19090/-/ready")
+    alertmanager = plan.monitoring("alertmanager", "prod", ["--cluster.listen-address="], tmp_path,
+                                   "http://127.0.0.1:19093/-/ready")
+    for server, role in ((prometheus, "prometheus"), (alertmanager, "alertmanager")):
+        container = server.container
+        assert container.image == getattr(plan.images, role)
         # host networking must not drop the run id labels (with_kwargs replaces the extra arguments)
         assert container._kwargs == {"labels": plan.labels(role, "prod"), "network_mode": "host"}
         assert container._wait_strategy.url.endswith("/-/ready")
-    assert "--cluster.listen-address=" in alertmanager._command
-    assert prometheus.volumes[str(config.resolve())] == {"bind": "/etc/prometheus/prometheus.yml", "mode": "ro"}
+        # the embedded stack's arguments and paths: the work folder is mounted at the same path
+        assert container.volumes == {str(tmp_path.resolve()): {"bind": str(tmp_path.resolve()), "mode": "rw"}}
+    assert prometheus.container._command == args and server.name == "alertmanager[prod]"
 
 
 def test_docker_stack_builds_one_triton_per_env_without_an_engine(tmp_path, monkeypatch):
@@ -125,7 +145,8 @@ def test_docker_stack_builds_one_triton_per_env_without_an_engine(tmp_path, monk
     assert images == {"nvcr.io/nvidia/tritonserver:25.01-py3", dk.MLFLOW_IMAGE}
     assert {c._kwargs["labels"]["io.triton-gate.run-id"] for c in stack.containers()} == {"r1-main"}
     assert stack.environments["prod"].repository == tmp_path / "model-repository" / "prod"
-    ports = [p for c in stack.containers() for _, p in c.ports.values()]
+    ports = [re.findall(r"-port[= ](\d+)", " ".join(c._command)) for c in stack.containers()]
+    ports = [p for found in ports for p in found]
     assert len(ports) == len(set(ports)) == 7  # 3 per Triton + MLflow, none shared
     stack.stop()  # nothing started: nothing to remove, and no engine is asked
 
@@ -152,11 +173,12 @@ def test_triton_command_loads_exactly_the_committed_models(tmp_path):
         (repo / name).mkdir(parents=True)
         if committed:
             (repo / name / "current.json").write_text("{}")
-    argv = dk.triton_command(str(repo))
+    argv = dk.triton_command(18000, 18001, 18002, str(repo))
     out = subprocess.run(argv, capture_output=True, text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
     args = out.stdout.split()
     assert [a for a in args if a.startswith("--load-model")] == ["--load-model=best_model", "--load-model=third"]
     assert "--model-control-mode=explicit" in args and f"--model-repository={repo}" in args
+    assert "--http-address=127.0.0.1" in args and "--http-port=18000" in args and "--metrics-port=18002" in args
 
 
 class _FakeTriton:
@@ -246,13 +268,7 @@ def test_pending_pods_and_no_pods_are_reported():
     assert problems[0].startswith("no pod in namespace triton-prod matches 'app=triton'")
 
 
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "gate",
-        "clusters": [{"name": "c", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "gate", "context": {"cluster": "c", "user": "u", "namespace": "triton-dev"}}]}))
-    return path
+_kubeconfig = kubeconfig
 
 
 def test_kubeconfig_is_loaded_and_a_missing_one_is_explained(tmp_path):
@@ -484,48 +500,6 @@ def test_gate_workdir_is_per_xdist_worker(pytester):
 # -- k8s smoke against an already running platform ------------------------------------------------
 
 
-class _FakeKubeApi:
-    """The two calls the k8s smoke makes of the API server (/version, pods by label), answered
-    like a real one; `ready` per namespace decides what the Triton pod reports."""
-
-    def __init__(self) -> None:
-        self.ready = {"triton-dev": True, "triton-prod": True}
-        self.requests: list = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests.append(self.path)
-                if self.path.startswith("/version"):
-                    body = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "0" * 40,
-                            "gitTreeState": "clean", "buildDate": "2026-10-01T00:00:00Z", "goVersion": "go1.23",
-                            "compiler": "gc", "platform": "linux/amd64"}
-                else:
-                    namespace = self.path.split("/namespaces/")[1].split("/")[0]
-                    body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [owner.pod(namespace)]}
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def pod(self, namespace: str) -> dict:
-        ready = self.ready[namespace]
-        state = {"running": {}} if ready else {"waiting": {"reason": "ContainerCreating"}}
-        return {"metadata": {"name": "triton-7d9f-x2", "namespace": namespace},
-                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}],
-                           "containerStatuses": [{"name": "triton", "ready": ready, "restartCount": 0, "image": "i",
-                                                  "imageID": "", "state": state}]}}
-
-
 @pytest.fixture(scope="module")
 def running_platform(tmp_path_factory):
     """A platform that already runs and has v1 committed in dev and prod (here the embedded stack,
@@ -553,7 +527,7 @@ def running_platform(tmp_path_factory):
 def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_platform, pytester, tmp_path):
     from suite.checks import snapshot
 
-    api = _FakeKubeApi()
+    api = KubeApiStandIn()
     manifest = copy_reference(tmp_path) / "platform.yaml"
     raw = yaml.safe_load(manifest.read_text())
     for name, spec in raw["environments"].items():

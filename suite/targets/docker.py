@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
@@ -12,18 +14,23 @@ import requests
 
 from suite.errors import GateError, StackStartError
 from suite.processes import free_port
+from suite.targets.engine import SESSION_LABEL, SESSION_VARIABLE
+from suite.targets.mounts import propagating
 from suite.triton_client import TritonControl
 from suite.triton_server import TritonEndpoints
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
-# Triton 2.51.0, the same server as the embedded stack's nvidia-pytriton 0.7.0: both targets then
-# verify one server version. A newer image is one option away (--triton-image / images.triton).
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"        # the lock's mlflow: client and server agree
-PROMETHEUS_IMAGE = "prom/prometheus:v2.42.0"           # the versions the embedded stack runs
-ALERTMANAGER_IMAGE = "prom/alertmanager:v0.25.0"
+# Built by `make images` from deploy/images/ (suite/targets/images.py), without any image registry:
+# Triton 2.51.0 CPU, the same server as the embedded stack's nvidia-pytriton 0.7.0, so both targets
+# verify one server version; the lock's MLflow; Debian's Prometheus 2.42 and Alertmanager 0.25.
+# The manifest's `images:` section names others (an NGC image with --triton-image 24.10-py3).
+TRITON_IMAGE = "triton-gate/tritonserver:2.51.0-cpu"
+MLFLOW_IMAGE = "triton-gate/mlflow:3.17.2"
+PROMETHEUS_IMAGE = "triton-gate/prometheus:2.42"
+ALERTMANAGER_IMAGE = "triton-gate/alertmanager:0.25"
+GATE_IMAGE = "triton-gate/gate:0.1.0"
 
 LABEL_PREFIX = "io.triton-gate"
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
@@ -39,6 +46,12 @@ class DockerUnavailable(GateError):
 
 def engine_address(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+
+
+def docker_client(api_version: str = "auto", timeout: float = 60.0):
+    import docker
+
+    return docker.DockerClient(base_url=engine_address(), version=api_version, timeout=timeout)
 
 
 def engine_problem(environ: Mapping[str, str] = os.environ, timeout: float = 3.0) -> Optional[str]:
@@ -62,6 +75,7 @@ class Images:
     mlflow: str = MLFLOW_IMAGE
     prometheus: str = PROMETHEUS_IMAGE
     alertmanager: str = ALERTMANAGER_IMAGE
+    gate: str = GATE_IMAGE
 
     @classmethod
     def choose(cls, manifest: Optional[object] = None, triton_option: Optional[str] = None) -> "Images":
@@ -81,12 +95,14 @@ def triton_image(tag_or_image: str) -> str:
     return f"nvcr.io/nvidia/tritonserver:{tag_or_image}"
 
 
-def triton_command(load_from: str = MODELS_DIR) -> List[str]:
-    """Explicit model control; at every (re)start load the models with a `current.json`, as the
-    embedded server and a restarted pod do (a fixed --load-model list would go stale after deploys)."""
+def triton_command(http: int, grpc: int, metrics: int, load_from: str = MODELS_DIR) -> List[str]:
+    """Explicit model control on 127.0.0.1 ports (host networking); at every (re)start load the
+    models with a `current.json`, as the embedded server and a restarted pod do (a fixed
+    --load-model list would go stale after deploys)."""
     server = ("exec tritonserver --model-repository=" + load_from + " --model-control-mode=explicit"
               " --exit-on-error=false --metrics-interval-ms=500"
-              " --http-port=8000 --grpc-port=8001 --metrics-port=8002")
+              f" --http-address=127.0.0.1 --http-port={http} --grpc-address=127.0.0.1 --grpc-port={grpc}"
+              f" --metrics-address=127.0.0.1 --metrics-port={metrics}")
     committed = (f'for d in {load_from}/*/; do [ -f "$d/current.json" ] && '
                  f'set -- "$@" "--load-model=$(basename "$d")"; done; ')
     return ["/bin/sh", "-c", committed + server + ' "$@"', "tritonserver"]
@@ -161,13 +177,9 @@ def _log_tail(container: "DockerContainer", lines: int = 30) -> str:
         return f"(log unavailable: {exc})"
 
 
-def _bind_local(container: "DockerContainer", container_port: int, host_port: int) -> None:
-    # 127.0.0.1 only (as every embedded server), and a port fixed up front: Docker re-picks a
-    # random port when a killed container starts again, which would strand every client.
-    container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
-
-
 def _host_network(container: "DockerContainer") -> None:
+    # Host networking: every server binds 127.0.0.1 on a free port given on its command line.
+    # Published ports need a bridge, which these engines do not have (DESIGN §3b): never use them.
     # with_kwargs() replaces the extra arguments: keep the labels given at construction.
     container.with_kwargs(**{**container._kwargs, "network_mode": "host"})
 
@@ -183,12 +195,20 @@ class ContainerPlan:
 
     def labels(self, role: str, env: Optional[str] = None) -> Dict[str, str]:
         labels = {f"{LABEL_PREFIX}.run-id": self.run_id, f"{LABEL_PREFIX}.role": role}
+        session = os.environ.get(SESSION_VARIABLE)
+        if session:  # set by `python -m suite.targets.engine run`, which removes them all at its end
+            labels[SESSION_LABEL] = session
         if env:
             labels[f"{LABEL_PREFIX}.env"] = env
         return labels
 
     def _container(self, image: str, role: str, env: Optional[str] = None) -> "DockerContainer":
+        from testcontainers.core.config import testcontainers_config
         from testcontainers.core.container import DockerContainer
+
+        # No reaper container: its image needs a registry. The stack removes its containers by
+        # label at the end, and `python -m suite.targets.engine run` sweeps its session's after.
+        testcontainers_config.ryuk_disabled = True
 
         name = f"triton-gate-{self.run_id}-{role}" + (f"-{env}" if env else "")
         return DockerContainer(image, docker_client_kw={"version": self.api_version}, name=name,
@@ -196,13 +216,12 @@ class ContainerPlan:
 
     def triton(self, env: str, repository: Path) -> "tuple[DockerContainer, TritonEndpoints]":
         container = self._container(self.images.triton, "triton", env)
-        container.with_command(triton_command())
+        http, grpc, metrics = free_port(), free_port(), free_port()
+        container.with_command(triton_command(http, grpc, metrics))
         # rslave: the fault scenarios mount tmpfs / read-only binds under the repository on the
         # host after the container started; without propagation the container would not see them.
         container.with_volume_mapping(str(Path(repository).resolve()), MODELS_DIR, "rw,rslave")
-        http, grpc, metrics = free_port(), free_port(), free_port()
-        for inner, outer in ((8000, http), (8001, grpc), (8002, metrics)):
-            _bind_local(container, inner, outer)
+        _host_network(container)
         endpoints = TritonEndpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}",
                                     f"http://127.0.0.1:{metrics}/metrics")
         container.waiting_for(TritonModelsReady(endpoints.http, repository))  # type: ignore[arg-type]
@@ -210,39 +229,46 @@ class ContainerPlan:
 
     def mlflow(self, store: Path) -> "tuple[DockerContainer, str]":
         container = self._container(self.images.mlflow, "mlflow")
+        port = free_port()
         container.with_command(["mlflow", "server", "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
                                 "--artifacts-destination", "/mlflow/artifacts",
-                                "--host", "0.0.0.0", "--port", "5000", "--workers", "1"])
+                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
         # As for the embedded server: the job runner and huey consumers are not needed.
         container.with_env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         container.with_volume_mapping(str(Path(store).resolve()), "/mlflow", "rw")
-        port = free_port()
-        _bind_local(container, 5000, port)
+        _host_network(container)
         uri = f"http://127.0.0.1:{port}"
         container.waiting_for(HttpReady(f"{uri}/health"))  # type: ignore[arg-type]
         return container, uri
 
-    def prometheus(self, env: str, config_file: Path, rules_dir: Optional[Path], port: int) -> "DockerContainer":
-        """Host networking: the rendered config scrapes 127.0.0.1 ports, as the embedded one does."""
-        container = self._container(self.images.prometheus, "prometheus", env)
-        container.with_command(["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"])
-        container.with_volume_mapping(str(Path(config_file).resolve()), "/etc/prometheus/prometheus.yml", "ro")
-        if rules_dir is not None:
-            container.with_volume_mapping(str(Path(rules_dir).resolve()), str(Path(rules_dir).resolve()), "ro")
+    def monitoring(self, role: str, env: str, args: List[str], workdir: Path, ready_url: str) -> "MonitoringContainer":
+        """Prometheus or Alertmanager (`role`) as the images.<role> container, with the embedded
+        stack's arguments: the work folder (configs, rules, targets file, storage) mounted at the
+        same path, host networking so 127.0.0.1 means the same on both sides."""
+        container = self._container(getattr(self.images, role), role, env)
+        container.with_command(args)
+        container.with_volume_mapping(str(Path(workdir).resolve()), str(Path(workdir).resolve()), "rw")
         _host_network(container)
-        container.waiting_for(HttpReady(f"http://127.0.0.1:{port}/-/ready"))  # type: ignore[arg-type]
-        return container
+        container.waiting_for(HttpReady(ready_url))  # type: ignore[arg-type]
+        return MonitoringContainer(f"{role}[{env}]", container)
 
-    def alertmanager(self, env: str, config_file: Path, port: int) -> "DockerContainer":
-        container = self._container(self.images.alertmanager, "alertmanager", env)
-        # No gossip cluster: a lone Alertmanager would otherwise wait for peers before notifying.
-        container.with_command(["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
-                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="])
-        container.with_volume_mapping(str(Path(config_file).resolve()), "/etc/alertmanager/alertmanager.yml", "ro")
-        _host_network(container)
-        container.waiting_for(HttpReady(f"http://127.0.0.1:{port}/-/ready"))  # type: ignore[arg-type]
-        return container
+
+class MonitoringContainer:
+    """A monitoring container with the start/stop/running of the embedded stack's ServerProcess."""
+
+    def __init__(self, name: str, container: "DockerContainer"):
+        self.name, self.container = name, container
+
+    def start(self) -> None:
+        self.container.start()
+
+    def stop(self) -> None:
+        if getattr(self.container, "_container", None) is not None:
+            self.container.stop()
+
+    def running(self) -> bool:
+        self.container.reload()
+        return self.container.status == "running"
 
 
 def new_run_id(worker: Optional[str] = None) -> str:
@@ -271,7 +297,13 @@ class ContainerServer:
         self.container.get_wrapped_container().kill()
 
     def stop(self) -> None:
-        self.container.stop()
+        """Stop and remove; a container already removed is stopped."""
+        from docker.errors import NotFound
+
+        try:
+            self.container.stop()
+        except NotFound:
+            pass
 
     def restart(self) -> None:
         self.container.get_wrapped_container().stop(timeout=3)
@@ -318,21 +350,60 @@ class DockerStack:
                 name, repository, ContainerServer(name, triton, endpoints, repository),
                 TritonControl(endpoints.http, endpoints.metrics))
         self._registry = None
+        self._mounts = ExitStack()
+        self._extra: List["DockerContainer"] = []
+        self.timings: Dict[str, float] = {}
 
     def containers(self) -> List["DockerContainer"]:
         return [self.mlflow.container] + [e.server.container for e in self.environments.values()]
 
+    @property
+    def monitoring_containers(self) -> ContainerPlan:
+        return self.plan
+
+    def missing_images(self) -> List[str]:
+        """A clear message per image the engine does not have (no pull is tried: no registry here)."""
+        from suite.targets.images import image_present, missing_image_message
+
+        client = docker_client(self.plan.api_version)
+        used = {"triton": self.plan.images.triton, "mlflow": self.plan.images.mlflow}
+        return [missing_image_message(key, image) for key, image in used.items()
+                if not image_present(client, image)]
+
     def start(self) -> "DockerStack":
+        missing = self.missing_images()
+        if missing:
+            raise StackStartError("\n".join(missing))
         self.mlflow.workdir.mkdir(parents=True, exist_ok=True)
         try:
+            # The faults' mounts under the repositories reach Triton's containers only this way.
+            self._mounts.enter_context(propagating(self.workdir))
             for environment in self.environments.values():
                 environment.repository.mkdir(parents=True, exist_ok=True)
-            for container in self.containers():
-                container.start()
+            self._start_all()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_all(self) -> None:
+        """All containers at once (MLflow takes the longest); each one's start time is kept."""
+        roles = {"mlflow": self.mlflow.container,
+                 **{f"triton-{name}": env.server.container for name, env in self.environments.items()}}
+
+        def start(role: str) -> float:
+            begin = time.perf_counter()
+            roles[role].start()
+            return time.perf_counter() - begin
+
+        begin = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=len(roles)) as pool:
+            futures = {role: pool.submit(start, role) for role in roles}
+        errors = [f.exception() for f in futures.values() if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        self.timings = {f"{role} container": f.result() for role, f in futures.items()}
+        self.timings["stack"] = time.perf_counter() - begin
 
     def dead_servers(self) -> List[str]:
         dead = []
@@ -353,15 +424,20 @@ class DockerStack:
             self._registry = Registry(self.mlflow.uri)
         return self._registry
 
-    @property
-    def runtime(self):
-        raise GateError("--target docker: extra environments (make_environment) start embedded Triton "
-                        "servers; expected --target local for the scenarios that need them.")
+    def extra_environment(self, name: str, repository: Path) -> DockerEnvironment:
+        """One more Triton container on its own repository (a fault's small filesystem); the caller
+        stops it (which removes it)."""
+        container, endpoints = self.plan.triton(name, repository)
+        server = ContainerServer(name, container, endpoints, repository)
+        self._extra.append(container)
+        server.start()
+        return DockerEnvironment(name, repository, server, TritonControl(endpoints.http, endpoints.metrics))
 
     def stop(self) -> None:
-        for container in self.containers():
+        for container in self.containers() + self._extra:
             if getattr(container, "_container", None) is not None:
                 try:
                     container.stop()  # removes the container (force) and its anonymous volumes
-                except Exception:  # noqa: BLE001 - keep removing the others; Ryuk reaps leftovers
+                except Exception:  # noqa: BLE001 - keep removing the others; the engine wrapper reaps leftovers
                     pass
+        self._mounts.close()
