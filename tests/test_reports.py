@@ -221,7 +221,8 @@ def test_a_failed_gate_run_fails_and_says_why(failed_gate_run):
     assert failed["fault"] == "wrong-answers" and failed["invariants"]["violated"] == [3]
     matrix = {row["fault"]: row["invariants"] for row in summary["fault_matrix"]}
     assert matrix["wrong-answers"]["3"]["state"] == "violated"
-    assert matrix["registry-alias-missing"]["3"]["state"] == "not checked"  # nothing was materialized
+    # nothing could be materialized: invariant 3 checks the model's versions and quarantine are untouched
+    assert matrix["registry-alias-missing"]["3"]["state"] == "held"
     # Evidence was gathered automatically, for the failed scenario only.
     dev = failed["diagnostics"]["environments"]["dev"]
     assert '"active_version"' in dev["current_json"]
