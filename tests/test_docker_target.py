@@ -7,14 +7,17 @@ and the images; without one (not root, no Docker) these tests skip with the reas
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import docker
 import psutil
 import pytest
 
@@ -23,7 +26,7 @@ from suite.faults import ReadOnlyRepository
 from suite.targets import docker as dk
 from suite.targets.engine import SESSION_LABEL, OwnEngine
 from suite.targets.images import image_present
-from suite.targets.mounts import propagating
+from suite.targets.mounts import mounts, propagating
 
 PROJECT = Path(__file__).resolve().parents[1]
 ENGINE_PROBLEM = dk.engine_problem()
@@ -125,11 +128,28 @@ def test_engine_session_removes_every_container_it_labelled(client, ending):
     assert run.returncode == (0 if ending == "exits" else 128 + signal.SIGINT)
 
 
+def _tiny_image(client, tmp_path: Path) -> str:
+    """An image holding only /bin/true and the libraries it needs, imported from the host."""
+    libs = re.findall(r"(/\S+\.so[.\d]*)", subprocess.run(["ldd", "/bin/true"], capture_output=True,
+                                                          text=True, check=True).stdout)
+    tarball = tmp_path / "true.tar"
+    with tarfile.open(tarball, "w") as tar:
+        for path in ["/bin/true", *libs]:
+            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
+    client.api.import_image_from_file(str(tarball), repository="triton-gate-test/true", tag="1")
+    return "triton-gate-test/true:1"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting dockerd needs root")
 def test_own_dockerd_answers_and_is_gone_after_stop(tmp_path):
     engine = OwnEngine(tmp_path / "data").start()
     pid = engine.process.pid
     assert dk.engine_problem({"DOCKER_HOST": engine.host}) is None
+    # A host-network container makes dockerd bind the host's network namespace under its exec root.
+    own = docker.DockerClient(base_url=engine.host, version="auto")
+    own.containers.run(_tiny_image(own, tmp_path), ["/bin/true"], network_mode="host", remove=True)
+    own.close()
+    assert any(engine.exec_root in m.point.parents for m in mounts())
     children = psutil.Process(pid).children(recursive=True)  # its containerd
     engine.stop()
     deadline = time.monotonic() + 10
@@ -138,4 +158,5 @@ def test_own_dockerd_answers_and_is_gone_after_stop(tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     assert not engine.exec_root.exists()
+    assert [m.point for m in mounts() if engine.exec_root in m.point.parents] == []  # no mount left behind
     assert dk.engine_problem({"DOCKER_HOST": engine.host}, timeout=1) is not None

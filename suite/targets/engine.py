@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 from suite.errors import GateError
+from suite.targets.mounts import mounts
 
 PROJECT = Path(__file__).resolve().parents[2]
 DATA_ROOT = PROJECT / "build" / "docker"
@@ -109,7 +110,14 @@ class OwnEngine:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        shutil.rmtree(self.exec_root, ignore_errors=True)
+        # dockerd leaves the host network namespace bound under its exec root once a host-network
+        # container ran (netns/default): unmount what is left there before removing the folder.
+        for mount in reversed(mounts()):
+            if mount.point == self.exec_root or self.exec_root in mount.point.parents:
+                done = subprocess.run(["umount", str(mount.point)], capture_output=True)
+                if done.returncode != 0:
+                    subprocess.run(["umount", "-l", str(mount.point)], check=True)
+        shutil.rmtree(self.exec_root)
 
 
 def remove_session_containers(host: str, session: str) -> List[str]:

@@ -169,7 +169,8 @@ def choose_base(client, requested: Optional[str], workdir: Path, log=print) -> s
     finally:
         client.api.timeout = 600
     if not image_present(client, OFFLINE_BASE):
-        build_offline_base(client, workdir, log)
+        seconds = build_offline_base(client, workdir, log)
+        log(f"  {OFFLINE_BASE}: {seconds:.0f} s, {image_size_mb(client, OFFLINE_BASE):.0f} MB")
     return OFFLINE_BASE
 
 
