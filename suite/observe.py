@@ -63,6 +63,7 @@ class DeployObserver:
         self.action = action
         self.seen: Optional[str] = None  # what was observed, once it was
         self.seen_after_s: Optional[float] = None
+        self.too_late = False  # reached only as the deployer exited: the action never ran
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._begin = time.perf_counter()
@@ -85,6 +86,13 @@ class DeployObserver:
         self._stop.set()
         self._thread.join(timeout=5)
         self.proxy.__exit__(*exc)
+        # The point may be the deployer's last act, done between two polls just before it exited:
+        # it was reached, but too late to act on. Say so, rather than claim it was never reached.
+        if self.seen is None:
+            detail = self._check()
+            if detail:
+                self.seen, self.too_late = detail, True
+                self.seen_after_s = time.perf_counter() - self._begin
 
     def _fire(self, detail: str) -> None:
         with self._lock:

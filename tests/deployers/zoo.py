@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
@@ -221,6 +224,28 @@ def run_zoo(deployers, workdir: Path, jobs: int = 2) -> Dict[str, Future]:
     return futures
 
 
+def collect(selection: Selection = SELECTION) -> List[str]:
+    """The node ids (relative to scenarios/) a selection runs, as pytest collects them."""
+    from suite.defects import ROOT, SCENARIOS
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *selection.args()],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    prefix = f"{SCENARIOS.relative_to(ROOT)}/"
+    return [line[len(prefix):] for line in proc.stdout.splitlines() if line.startswith(prefix) and "::" in line]
+
+
+def run_alone(deployer: ZooDeployer, workdir: Path, jobs: int = 1) -> Dict[str, Tuple[str, str]]:
+    """Every scenario of the selection in a gate session of its own; scenario -> (expected, seen)
+    for each whose verdict alone is not the one of its table (the verdict in the full session)."""
+    nodes = collect()
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="alone") as pool:
+        runs = {node: pool.submit(run_deployer, deployer, Path(workdir) / f"{i:03d}", Selection(nodes=(node,)))
+                for i, node in enumerate(nodes)}
+    seen = {node: run.result().verdicts.get(node, "did not run") for node, run in runs.items()}
+    return {node: (deployer.expected(node), verdict) for node, verdict in seen.items()
+            if verdict != deployer.expected(node)}
+
+
 def report(runs: Dict[str, ZooRun]) -> str:
     """The confusion matrix per deployer (markdown), then every mismatch."""
     lines = ["| deployer | real defects | TP | FP | FN | TN | skipped | gate run |", "|---|---|---|---|---|---|---|---|"]
@@ -245,9 +270,22 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", default=[], help="deployer names")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--alone", action="store_true",
+                        help="instead: run every scenario alone, each in its own gate session, against the table")
     args = parser.parse_args(argv)
     chosen = [d for d in ZOO if not args.only or d.name in args.only]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="gate-zoo-"))
+    if args.alone:
+        bad = {}
+        for deployer in chosen:
+            begin = time.perf_counter()
+            bad[deployer.name] = run_alone(deployer, root / deployer.name, args.jobs)
+            print(f"{deployer.name}: {len(collect())} scenarios alone, {len(bad[deployer.name])} with another "
+                  f"verdict than in the session, {time.perf_counter() - begin:.0f} s", flush=True)
+            for node, (want, seen) in bad[deployer.name].items():
+                print(f"  {node}: in the session {want!r}, alone {seen!r}")
+        print(f"runs kept in {root}")
+        return 1 if any(bad.values()) else 0
     rounds = []
     for number in range(1, args.runs + 1):
         futures = run_zoo(chosen, root / f"run-{number}", args.jobs)
