@@ -24,7 +24,7 @@ import pytest
 from suite.errors import StackStartError
 from suite.faults import ReadOnlyRepository
 from suite.targets import docker as dk
-from suite.targets.engine import SESSION_LABEL, OwnEngine
+from suite.targets.engine import SESSION_LABEL, EngineError, OwnEngine
 from suite.targets.images import image_present
 from suite.targets.mounts import mounts, propagating
 
@@ -158,5 +158,12 @@ def test_own_dockerd_answers_and_is_gone_after_stop(tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     assert not engine.exec_root.exists()
+    second = OwnEngine(tmp_path / "data")
+    second.start()  # the data root is free again once the first one stopped
+    third = OwnEngine(tmp_path / "data")
+    with pytest.raises(EngineError, match="another gate session's dockerd uses"):
+        third.start()
+    assert not third.exec_root.exists()  # refused: nothing of it left behind
+    second.stop()
     assert [m.point for m in mounts() if engine.exec_root in m.point.parents] == []  # no mount left behind
     assert dk.engine_problem({"DOCKER_HOST": engine.host}, timeout=1) is not None

@@ -22,6 +22,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+import filelock
+
 from suite.errors import GateError
 from suite.targets.mounts import mounts
 
@@ -80,12 +82,22 @@ class OwnEngine:
         self.host = f"unix://{self.exec_root}/docker.sock"
         self.log_path = self.data_root.parent / "dockerd.log"
         self.process: Optional[subprocess.Popen] = None
+        self._lock: Optional[filelock.FileLock] = None
 
     def start(self) -> "OwnEngine":
         if os.geteuid() != 0:
             raise EngineError("no Docker engine answers, and starting one needs root; start Docker "
                               "yourself and set DOCKER_HOST, or run as root.")
         self.data_root.mkdir(parents=True, exist_ok=True)
+        # One dockerd per data root: a second one on the same folder would corrupt it.
+        self._lock = filelock.FileLock(str(self.data_root) + ".lock")
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            self._lock = None
+            shutil.rmtree(self.exec_root)
+            raise EngineError(f"another gate session's dockerd uses {self.data_root}; expected it free. "
+                              f"Wait for that session, or point DOCKER_HOST at an engine of your own.") from None
         argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
                 f"--data-root={self.data_root}", f"--exec-root={self.exec_root}",
                 f"--pidfile={self.exec_root}/dockerd.pid", f"--host={self.host}"]
@@ -118,6 +130,8 @@ class OwnEngine:
                 if done.returncode != 0:
                     subprocess.run(["umount", "-l", str(mount.point)], check=True)
         shutil.rmtree(self.exec_root)
+        if self._lock is not None:
+            self._lock.release()
 
 
 def remove_session_containers(host: str, session: str) -> List[str]:
