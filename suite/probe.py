@@ -12,8 +12,9 @@ from suite.triton_client import TritonControl
 
 
 # An answer slower than this is a failure for the user who waited: the committed version answers
-# in milliseconds (1.6 s at worst seen under a concurrent model load on 2 cores).
-SLOW_ANSWER_S = 4.0
+# in milliseconds (1.6 s at worst seen under a concurrent model load on 2 cores; 4.2 s once with
+# three gate sessions on those 2 cores). Below the slow-model fault's 6 s, which it must catch.
+SLOW_ANSWER_S = 5.0
 
 
 @dataclass
