@@ -70,7 +70,7 @@ test: setup
 # to reports/out/bench/bench.md. BENCH_ARGS="--runs 1 --smoke-runs 3" for a quicker one.
 BENCH_ARGS ?=
 bench: setup
-	$(PY) -m reports.bench $(BENCH_ARGS)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) reports/out build *.egg-info

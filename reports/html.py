@@ -6,10 +6,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jinja2
 
+from suite.deploy import ROLLBACK_STEPS, STAGES
+
 TEMPLATES = Path(__file__).parent / "templates"
 CHART_WIDTH = 520  # px for the longest bar
-STAGE_ORDER = ["recover", "precheck", "lock", "register", "materialize", "load", "ready", "smoke", "commit",
-               "rollback:restore", "rollback:quarantine", "rollback:reload", "rollback:verify"]
+STAGE_ORDER = ["recover", "precheck", "lock", *STAGES, *(f"rollback:{step}" for step in ROLLBACK_STEPS)]
 
 
 def bars(items: Sequence[Tuple[str, float, str]], width: int = CHART_WIDTH) -> List[Dict[str, Any]]:

@@ -4,30 +4,43 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
-from reports import html
+from suite.files import atomic_write
 
 LATEST = "latest"
 
 
+def _json(summary: Dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, default=str) + "\n"
+
+
+def _html(summary: Dict[str, Any]) -> str:
+    from reports import html  # jinja2 only when the page is written
+
+    return html.render(summary)
+
+
+# `--report-format` name -> (file in the run folder, render(summary) -> text). A new format is one
+# render function and one line here. The machine-readable verdict first: it must exist even if
+# the HTML page fails to render. (junit is pytest's own junitxml, pointed into the run folder.)
+WRITERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
+    "json": ("summary.json", _json),
+    "html": ("report.html", _html),
+}
+
+
 def write_reports(base_dir: Path, run_dir: Path, summary: Dict[str, Any], formats: List[str]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    # The machine-readable verdict first: it must exist even if the HTML page fails to render.
-    if "json" in formats:
-        _write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     if summary.get("monitoring_changes"):
-        _write_atomic(run_dir / "monitoring-changes.txt", "\n".join(summary["monitoring_changes"]) + "\n")
-    point_latest(base_dir, run_dir)
-    if "html" in formats:
-        _write_atomic(run_dir / "report.html", html.render(summary))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """A CI job reading the report while the gate writes it sees the old file or the new one."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+        atomic_write(run_dir / "monitoring-changes.txt", "\n".join(summary["monitoring_changes"]) + "\n")
+    # Atomic writes: a CI job reading the reports while the gate writes them sees the old file or the new one.
+    try:
+        for name, (file_name, render) in WRITERS.items():
+            if name in formats:
+                atomic_write(run_dir / file_name, render(summary))
+    finally:
+        point_latest(base_dir, run_dir)
 
 
 def point_latest(base_dir: Path, run_dir: Path) -> None:

@@ -6,24 +6,31 @@ import shutil
 import subprocess
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from suite.monitoring_config import fires_when_target_down, metric_names, rules_for
 from suite.monitoring_stack import find_binary
 from suite.routing import NULL, LabelSet, RoutingPolicy, amtool_receivers
+from suite.timings import (
+    FIRING_CHAIN_S,
+    LATENCY_ALERT_S,
+    LATENCY_RESOLVED_S,
+    MISROUTE_WINDOW_S,
+    MODEL_LOAD_S,
+    ROUTED_DELIVERY_S,
+    TARGET_UP_S,
+    TRITON_DOWN_ALERT_S,
+    TRITON_DOWN_RESOLVED_S,
+)
+from suite.waiting import WaitTimeout, let_time_pass, wait_for
 
 pytestmark = pytest.mark.alerts
-
-
-@pytest.fixture(params=["dev", "prod"])
-def env(request, gate_platform):
-    if request.param not in gate_platform.environments:
-        pytest.skip(f"the platform has no environment {request.param}")
-    return request.param
 
 
 def _am(gate_monitoring, env):
@@ -122,13 +129,13 @@ def test_routing_table_on_the_live_alertmanager(env, gate_monitoring, gate_platf
     response = requests.post(f"{monitoring.alertmanager_url}/api/v2/alerts", json=alerts, timeout=10)
     assert response.status_code == 200, response.text
     expected_hits = {n for n, (_, exp) in probes.items() if exp != {NULL}}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        seen = {n for n in probes for note in gate_monitoring.capture.received(since) if n in str(note.body)}
-        if expected_hits <= seen:
-            break
-        time.sleep(0.25)
-    time.sleep(2.0)  # and give wrong deliveries the same chance to arrive
+    try:
+        wait_for(lambda: {n for n in probes for note in gate_monitoring.capture.received(since) if n in str(note.body)},
+                 until=lambda seen: expected_hits <= seen, timeout_s=ROUTED_DELIVERY_S, interval_s=0.25,
+                 awaiting=f"{env}: the routing probes' deliveries")
+    except WaitTimeout:
+        pass  # the missing deliveries are judged below, with the wrong ones
+    let_time_pass(MISROUTE_WINDOW_S, why="must stay silent: wrong deliveries get the same chance to arrive")
     wrong = []
     notes = gate_monitoring.capture.received(since)
     ended = datetime.now(timezone.utc).isoformat()
@@ -177,14 +184,18 @@ def _alert_on(gate_platform, env, predicate, what):
     return found[0]["alert"]
 
 
-def _wait_notification(capture, since, receiver_ok, alertname, firing, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for note in capture.received(since):
-            if alertname in str(note.body) and receiver_ok(note.receiver) and note.firing == firing:
-                return note
-        time.sleep(0.1)
-    return None
+def _wait_notification(capture, since, receiver_ok, alertname, *, firing: bool, timeout_s: float):
+    """The first matching notification, or None when none came within `timeout_s`: the caller
+    records the miss for the report, then fails with its own evidence."""
+    def matching():
+        return next((note for note in capture.received(since)
+                     if alertname in str(note.body) and receiver_ok(note.receiver) and note.firing == firing), None)
+
+    try:
+        return wait_for(matching, timeout_s=timeout_s, interval_s=0.1,
+                        awaiting=f"a {'firing' if firing else 'resolved'} {alertname} notification")
+    except WaitTimeout:
+        return None
 
 
 def _record_delivery(request, alertname: str, env: str, receiver: str, fault: str, delay) -> None:
@@ -194,14 +205,23 @@ def _record_delivery(request, alertname: str, env: str, receiver: str, fault: st
          "delay_s": round(delay, 2) if delay is not None else None})))
 
 
+def _scraped_since(monitoring, since: float) -> bool:
+    """Every Triton target of this Prometheus was scraped after `since` (the sample time of `up`)."""
+    samples = monitoring.query('timestamp(up{job="triton"})')
+    return bool(samples) and all(float(sample["value"][1]) > since for sample in samples)
+
+
 def test_healthy_platform_under_traffic_sends_no_alert(gate_monitoring, gate_platform, committed, traffic):
     for env in gate_platform.environments:
         committed(env)
-    time.sleep(3)  # let Prometheus see both servers settled after the last deploys
+    settled_from = time.time()  # Prometheus must see the servers as the baseline left them
+    for env, monitoring in gate_monitoring.environments.items():
+        wait_for(lambda: _scraped_since(monitoring, settled_from), timeout_s=TARGET_UP_S, interval_s=0.2,
+                 awaiting=f"{env}'s Prometheus scraping its Triton after the baseline was restored")
     since = time.time()
     for env in gate_platform.environments:
         traffic(env, 6.0)
-    time.sleep(4)  # rule evaluation (1 s), shortened `for:` (2 s) and group_wait (1 s)
+    let_time_pass(FIRING_CHAIN_S, why="must stay silent: rule evaluation, shortened `for:` and group_wait")
     firing = {env: [a["labels"].get("alertname") for a in m.alerts() if a["state"] == "firing"]
               for env, m in gate_monitoring.environments.items()}
     notes = [f"{n.receiver}: {n.title}" for n in gate_monitoring.capture.received(since)
@@ -220,18 +240,20 @@ def test_triton_down_reaches_its_environment_only(env, gate_monitoring, gate_pla
     since = time.time()
     server.kill()
     try:
-        note = _wait_notification(gate_monitoring.capture, since, lambda r: r == policy.receiver(env), alertname, True, 30)
+        note = _wait_notification(gate_monitoring.capture, since, lambda r: r == policy.receiver(env), alertname,
+                                  firing=True, timeout_s=TRITON_DOWN_ALERT_S)
         delay = (note.received_at - since) if note else None
     finally:
         server.start()
     _record_delivery(request, alertname, env, policy.receiver(env), "triton-killed", delay)
     others = [n for n in gate_monitoring.capture.received(since)
               if alertname in str(n.body) and n.receiver != policy.receiver(env) and n.receiver in policy.forbidden(env)]
-    assert note is not None, (f"{env}: Triton killed, but {alertname} did not reach {policy.receiver(env)} within 30 s; "
+    assert note is not None, (f"{env}: Triton killed, but {alertname} did not reach {policy.receiver(env)} within "
+                              f"{TRITON_DOWN_ALERT_S:.0f} s; "
                               f"received: {[(n.receiver, n.title) for n in gate_monitoring.capture.received(since)]}")
     assert not others, f"{env}: {alertname} also reached another environment's channel: {[(n.receiver, n.title) for n in others]}"
     resolved = _wait_notification(gate_monitoring.capture, note.received_at, lambda r: r == policy.receiver(env),
-                                  alertname, False, 45)
+                                  alertname, firing=False, timeout_s=TRITON_DOWN_RESOLVED_S)
     assert resolved is not None, f"{env}: {alertname} was not resolved after Triton came back"
     print(f"{env}: {alertname} delivered {delay:.1f} s after the kill, resolved {resolved.received_at - since:.1f} s after")
 
@@ -243,16 +265,16 @@ def _serve_directly(triton, repository, model: str, version: int, onnx_bytes: by
 
     config = model_config.pinned(model_config.read(ModelFolder(repository, model).config_path), version)
     triton.load(model, model_config.to_json(config), files={f"file:{version}/model.onnx": onnx_bytes})
-    triton.wait_version_ready(model, version, timeout=60)
+    triton.wait_version_ready(model, version, timeout_s=MODEL_LOAD_S)
 
 
-def test_slow_model_fires_latency_alert_in_its_environment_only(gate_monitoring, gate_platform, gate_envs, gate_golden,
+def test_slow_model_fires_latency_alert_in_its_environment_only(trial_env, gate_monitoring, gate_platform, gate_envs, gate_golden,
                                                                committed, deploy, register_model, reference_versions,
                                                                request):
     from suite.probe import TrafficProbe
     from suite.reference_model import slow_onnx_for
 
-    env = "dev" if "dev" in gate_platform.environments else sorted(gate_platform.environments)[0]
+    env = trial_env
     alertname = _alert_on(gate_platform, env, lambda r: "nv_inference_request_duration_us" in metric_names(str(r["expr"])),
                           "a high inference latency")
     policy = RoutingPolicy(gate_platform)
@@ -268,26 +290,26 @@ def test_slow_model_fires_latency_alert_in_its_environment_only(gate_monitoring,
         request.node.user_properties.append(("note", f"the platform's deployer refused the slow v{slow}; it was "
                                                      f"loaded directly to exercise the alert: {result.message[-300:]}"))
     probes = [TrafficProbe(gate_envs[env].triton, gate_platform.model.name, gate_golden, interval_s=0.0,
-                           timeout_s=30, max_seconds=90) for _ in range(3)]
-    for probe in probes:
-        probe.__enter__()
+                           timeout_s=30, max_s=LATENCY_ALERT_S + 15) for _ in range(3)]  # load until the alert came
     try:
-        note = _wait_notification(gate_monitoring.capture, since, lambda r: r == policy.receiver(env), alertname, True, 75)
+        with ExitStack() as running:
+            for probe in probes:
+                running.enter_context(probe)
+            note = _wait_notification(gate_monitoring.capture, since, lambda r: r == policy.receiver(env), alertname,
+                                      firing=True, timeout_s=LATENCY_ALERT_S)
     finally:
-        for probe in probes:
-            probe.stop()
         good = deploy(env, version=reference_versions["v2"].version)
     delay = note.received_at - since if note else None
     _record_delivery(request, alertname, env, policy.receiver(env), "slow-model", delay)
     assert good.ok, good.message
     assert note is not None, (f"{env}: a model answering in ~0.8 s under load did not bring {alertname} to "
-                              f"{policy.receiver(env)} within 75 s; Prometheus alerts: "
+                              f"{policy.receiver(env)} within {LATENCY_ALERT_S:.0f} s; Prometheus alerts: "
                               f"{[(a['labels'], a['state']) for a in gate_monitoring.environments[env].alerts()]}")
     others = [n for n in gate_monitoring.capture.received(since)
               if alertname in str(n.body) and n.receiver in policy.forbidden(env)]
     assert not others, f"{alertname} also reached another environment's channel: {[(n.receiver, n.title) for n in others]}"
     resolved = _wait_notification(gate_monitoring.capture, note.received_at, lambda r: r == policy.receiver(env),
-                                  alertname, False, 60)
+                                  alertname, firing=False, timeout_s=LATENCY_RESOLVED_S)
     assert resolved is not None, f"{env}: {alertname} did not resolve after the slow version was replaced"
     print(f"{env}: {alertname} delivered {delay:.1f} s after the slow version's deploy began, "
           f"resolved {resolved.received_at - since:.1f} s after")

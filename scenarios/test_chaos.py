@@ -32,7 +32,7 @@ def test_full_repository_ends_in_the_committed_state(run_fault, make_environment
     fault = CATALOGUE[FullRepository.name]
     with small_filesystem(gate_workdir / "small-fs") as repository:
         environment = make_environment("small-fs", repository)
-        first = deploy(environment, version=reference_versions["v1"].version)
+        first = deploy(environment=environment, version=reference_versions["v1"].version)
         assert first.ok, f"the platform's deployer could not make the small environment's baseline:\n{first.message}"
         run = run_fault(fault, environment=environment)
         environment.server.stop()

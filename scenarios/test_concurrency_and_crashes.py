@@ -19,47 +19,46 @@ from suite.faults import file_digests
 from suite.observe import POINTS, DeployObserver
 from suite.probe import TrafficProbe
 from suite.reference_model import build_onnx
-from suite.triton_client import TritonControl
 from suite.warm_cli import run_cli
 
 pytestmark = pytest.mark.chaos
 
 
-def test_successful_deploy_under_traffic_loses_no_request(gate_envs, gate_platform, gate_golden, committed, deploy,
+def test_successful_deploy_under_traffic_loses_no_request(trial_env, gate_envs, gate_platform, gate_golden, committed, deploy,
                                                           reference_versions, environment_view, other_states, checker,
                                                           record_check, request):
     """Through a good deploy users see no error and no wrong answer while the version switches."""
-    current = committed("dev")
-    target = next(v.version for v in reference_versions.values() if v.version != current)
-    dev = gate_envs["dev"]
-    view = environment_view("dev")
-    others = other_states("dev")
+    current = committed(trial_env)
+    new_version = next(v.version for v in reference_versions.values() if v.version != current)
+    environment = gate_envs[trial_env]
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
-    with TrafficProbe(dev.triton, gate_platform.model.name, gate_golden) as probe:
-        outcome = deploy("dev", version=target)
+    with TrafficProbe(environment.triton, gate_platform.model.name, gate_golden) as probe:
+        outcome = deploy(trial_env, version=new_version)
     request.node.user_properties.append(("probe", probe.report.describe()))
-    judgement = checker.after_success(view, before, others, target, outcome)
+    judgement = checker.after_success(view, before, others, new_version, outcome)
     if probe.report.requests == 0:
         judgement.add("traffic", "the traffic probe sent nothing: the scenario measured nothing")
     if probe.report.failures:
         judgement.add("traffic", f"users saw failures during a good deploy: {probe.report.describe()}")
-    record_check(f"good deploy of v{target} under traffic", judgement)
+    record_check(f"good deploy of v{new_version} under traffic", judgement)
     assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{outcome.message}"
 
 
-def test_two_deploys_at_once_both_succeed_in_turn(gate_deployer, committed, register_model,
+def test_two_deploys_at_once_both_succeed_in_turn(trial_env, gate_deployer, committed, register_model,
                                                   deploy_request, environment_view, other_states, staged_deploy,
                                                   checker, record_check):
     """A second deploy starts while the first has asked Triton to load its version (paused there):
     with a per-environment lock it waits its turn, and both succeed; no lock, and they interleave."""
-    committed("dev")
+    committed(trial_env)
     first_version, second_version = (register_model(build_onnx("retrained"), "race-first"),
                                      register_model(build_onnx("v1"), "race-second"))
-    view = environment_view("dev")
-    others = other_states("dev")
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
-    staged = staged_deploy("dev", "load-requested",
-                           lambda: gate_deployer.deploy(deploy_request("dev", version=second_version)),
+    staged = staged_deploy(trial_env, "load-requested",
+                           lambda: gate_deployer.deploy(deploy_request(trial_env, version=second_version)),
                            version=first_version)
     assert staged.point_seen, (f"the first deploy never asked Triton to load a model through GATE_TRITON_URL, so the "
                                f"race could not be staged:\n{staged.first.message}")
@@ -79,20 +78,20 @@ def test_two_deploys_at_once_both_succeed_in_turn(gate_deployer, committed, regi
     assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{summary}"
 
 
-def test_two_deploys_at_once_short_lock_refuses_one(gate_stack, gate_envs, gate_platform, gate_deployer, committed,
+def test_two_deploys_at_once_short_lock_refuses_one(trial_env, gate_stack, gate_envs, gate_platform, gate_deployer, committed,
                                                     register_model, deploy_request, environment_view, other_states, checker):
     """The builtin path's lock timeout: the second of two simultaneous deploys is refused, never torn."""
     if gate_deployer.name != "builtin":
         pytest.skip("the lock timeout is a setting of the builtin deployer; a platform command has its own")
-    committed("dev")
+    committed(trial_env)
     versions = [register_model(build_onnx("retrained"), "race-a"), register_model(build_onnx("v1"), "race-b")]
-    view = environment_view("dev")
-    others = other_states("dev")
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
     outcomes: dict = {}
 
     def run(version: int) -> None:
-        outcomes[version] = gate_deployer.deploy(deploy_request("dev", version=version, lock_timeout=0.2))
+        outcomes[version] = gate_deployer.deploy(deploy_request(trial_env, version=version, lock_timeout=0.2))
 
     threads = [threading.Thread(target=run, args=(v,)) for v in versions]
     for thread in threads:
@@ -108,18 +107,18 @@ def test_two_deploys_at_once_short_lock_refuses_one(gate_stack, gate_envs, gate_
     assert not violations, "\n".join(map(str, violations)) + f"\n{summary}"
 
 
-def test_failed_deploy_never_undoes_a_concurrent_commit(gate_envs, gate_deployer, committed, register_model,
+def test_failed_deploy_never_undoes_a_concurrent_commit(trial_env, gate_envs, gate_deployer, committed, register_model,
                                                         registered_bytes, deploy_request, environment_view,
                                                         other_states, staged_deploy, checker, record_check):
     """A deploy of a bad version is paused after its first write; a good deploy runs meanwhile.
     When the bad one fails, its rollback must not bring back what was committed before it began."""
-    committed("dev")
+    committed(trial_env)
     bad = register_model(build_onnx("flipped"), "undo-bad")
     good = register_model(build_onnx("retrained"), "undo-good")
-    view = environment_view("dev")
-    others = other_states("dev")
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
-    staged = staged_deploy("dev", "first-write", lambda: gate_deployer.deploy(deploy_request("dev", version=good)),
+    staged = staged_deploy(trial_env, "first-write", lambda: gate_deployer.deploy(deploy_request(trial_env, version=good)),
                            version=bad)
     assert staged.point_seen, f"the bad deploy wrote nothing under the model's folder:\n{staged.first.message}"
     assert staged.error is None, f"the good deploy raised: {staged.error!r}"
@@ -146,16 +145,16 @@ def _digests(path):
 
 
 @pytest.mark.parametrize("point", sorted(POINTS))
-def test_deployer_killed_at_an_observed_point_recovers(point, gate_envs, gate_platform, gate_deployer, committed,
+def test_deployer_killed_at_an_observed_point_recovers(trial_env, point, gate_envs, gate_platform, gate_deployer, committed,
                                                        register_model, deploy_request, environment_view, other_states, checker,
                                                        record_check):
     """SIGKILL the platform's deployer (its whole process group) when the gate sees `point`, then run
     the platform's recovery (`deployer.recover`), or deploy again when it declares none."""
-    committed("dev")
-    dev = gate_envs["dev"]
+    committed(trial_env)
+    environment = gate_envs[trial_env]
     version = register_model(build_onnx("retrained"), f"crash-{point}")
-    view = environment_view("dev")
-    others = other_states("dev")
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
     process_deployer = gate_deployer.as_command(gate_platform.spec.deployer.pass_env)
     holder: dict = {}
@@ -165,9 +164,9 @@ def test_deployer_killed_at_an_observed_point_recovers(point, gate_envs, gate_pl
         ready.wait(timeout=10)
         holder["process"].signal(signal.SIGKILL)
 
-    with DeployObserver(view.folder.path, dev.triton.http_url, point, kill) as observer:
+    with DeployObserver(view.folder.path, environment.triton.http_url, point, kill) as observer:
         holder["process"] = process_deployer.start(
-            deploy_request("dev", version=version, triton=TritonControl(observer.triton_url)))
+            deploy_request(trial_env, version=version, triton_url=observer.triton_url))
         ready.set()
         crashed = holder["process"].wait()
     if observer.seen is None:
@@ -178,11 +177,11 @@ def test_deployer_killed_at_an_observed_point_recovers(point, gate_envs, gate_pl
         # Its last act: it exited before the kill could land. Recovery is still judged, from the
         # state it left, so the verdict does not depend on which side of the race the kill fell.
         killed = f"reached {point} ({observer.seen}) as it exited, before the kill could land"
-    recovery = process_deployer.recover(deploy_request("dev", version=version))
+    recovery = process_deployer.recover(deploy_request(trial_env, version=version))
     how = "the platform's recover command"
     if recovery is None:
         how = "the next deploy (the manifest declares no deployer.recover)"
-        recovery = gate_deployer.deploy(deploy_request("dev", version=version))
+        recovery = gate_deployer.deploy(deploy_request(trial_env, version=version))
     judgement = checker.after_recovery(view, before, others, version, recovery)
     if recovery.requested != "recover" and not judgement.violations:
         current = view.folder.read_current()
@@ -212,7 +211,7 @@ SWEEP = [(point, "recover") for point in GOOD_CRASH_POINTS + ROLLBACK_CRASH_POIN
 
 
 @pytest.mark.parametrize("crash_at,how", SWEEP)
-def test_deployer_killed_at_a_stage_boundary_recovers(crash_at, how, gate_stack, gate_envs, gate_platform,
+def test_deployer_killed_at_a_stage_boundary_recovers(trial_env, crash_at, how, gate_stack, gate_envs, gate_platform,
                                                        gate_deployer, committed, register_model, environment_view, other_states,
                                                        registered_bytes, checker, record_check):
     """SIGKILL the builtin deployer at a boundary; `recover` (or the next deploy) restores the invariants."""
@@ -221,23 +220,23 @@ def test_deployer_killed_at_a_stage_boundary_recovers(crash_at, how, gate_stack,
                     "a platform's own deploy command is killed at observed points instead "
                     "(test_deployer_killed_at_an_observed_point_recovers)")
     model = gate_platform.model.name
-    committed("dev")
-    dev = gate_envs["dev"]
-    view = environment_view("dev")
-    others = other_states("dev")
+    committed(trial_env)
+    environment = gate_envs[trial_env]
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     failing = crash_at in ROLLBACK_CRASH_POINTS
     version = register_model(build_onnx("flipped" if failing else "retrained"), f"crash-{crash_at}")
     before = view.capture()
-    env = {"MLFLOW_TRACKING_URI": gate_stack.mlflow.uri, "GATE_TRITON_URL": dev.server.endpoints.http,
-           "GATE_MODEL_REPOSITORY": str(dev.repository), "GATE_MODEL": model,
+    variables = {"MLFLOW_TRACKING_URI": gate_stack.mlflow.uri, "GATE_TRITON_URL": environment.server.endpoints.http,
+           "GATE_MODEL_REPOSITORY": str(environment.repository), "GATE_MODEL": model,
            "GATE_QUARANTINE": gate_platform.spec.deployer.quarantine}
-    crashed = _cli(["deploy", "--env", "dev", "--version", str(version)], {**env, "GATE_CRASH_AT": crash_at})
+    crashed = _cli(["deploy", "--env", trial_env, "--version", str(version)], {**variables, "GATE_CRASH_AT": crash_at})
     assert crashed.returncode == -9, f"the deployer was not killed at {crash_at}:\n{crashed.stdout}{crashed.stderr}"
     if how == "recover":
-        healed = _cli(["recover", "--env", "dev"], env)
+        healed = _cli(["recover", "--env", trial_env], variables)
         assert healed.returncode == 0, f"recover failed after a crash at {crash_at}:\n{healed.stdout}{healed.stderr}"
     else:
-        healed = _cli(["deploy", "--env", "dev", "--version", str(version)], env)
+        healed = _cli(["deploy", "--env", trial_env, "--version", str(version)], variables)
         assert healed.returncode == (1 if failing else 0), f"redeploy after {crash_at}:\n{healed.stdout}{healed.stderr}"
     outcome = DeployOutcome(ok=False, exit_code=crashed.returncode, message=f"killed at {crash_at}")
     if (how == "deploy-again" and not failing) or crash_at == "after:commit":  # it had committed

@@ -5,33 +5,33 @@ a pause at an observed point), lets the platform's deployer run, and judges what
 """
 from __future__ import annotations
 
-
 import pytest
 
 from suite.reference_model import build_onnx
+from suite.timings import MODEL_LOAD_S
 
 pytestmark = pytest.mark.deploy
 
 
-def test_alias_moved_during_a_deploy_records_what_is_served(gate_stack, gate_platform, gate_baseline, committed,
+def test_alias_moved_during_a_deploy_records_what_is_served(trial_env, gate_stack, gate_platform, gate_baseline, committed,
                                                            register_model, environment_view, other_states,
                                                            staged_deploy, checker, record_check):
     """The alias is moved from X to Y while a deploy of the alias runs (paused at its first write):
     current.json must name the version Triton serves (X or Y, never one recorded and the other served)."""
-    committed("dev")
+    committed(trial_env)
     model, alias = gate_platform.model.name, gate_platform.model.alias
     registry = gate_stack.registry()
     first = register_model(build_onnx("retrained"), "alias-first")
     moved_to = register_model(build_onnx("v1"), "alias-moved-to")
-    view = environment_view("dev")
-    others = other_states("dev")
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
     registry.set_alias(model, alias, first)
     try:
-        staged = staged_deploy("dev", "first-write", lambda: registry.set_alias(model, alias, moved_to), hold_s=30,
+        staged = staged_deploy(trial_env, "first-write", lambda: registry.set_alias(model, alias, moved_to), hold_s=30,
                                alias=alias)
     finally:
-        registry.set_alias(model, alias, gate_baseline.version("dev"))
+        registry.set_alias(model, alias, gate_baseline.version(trial_env))
     assert staged.point_seen, f"the deploy wrote nothing under the model's folder:\n{staged.first.message}"
     current = view.folder.read_current()
     served = current.active_version if current and current.active_version in (first, moved_to) else first
@@ -47,43 +47,43 @@ def test_alias_moved_during_a_deploy_records_what_is_served(gate_stack, gate_pla
     assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{staged.first.message}"
 
 
-def test_existing_version_folder_with_other_content_is_refused(gate_envs, committed, register_model, deploy,
+def test_existing_version_folder_with_other_content_is_refused(trial_env, gate_envs, committed, register_model, deploy,
                                                                environment_view, other_states, checker, record_check):
     """Folder N already holds another model than registry version N: the deploy must refuse, and
     leave that folder byte-for-byte where it is (never overwrite it, never serve it as N)."""
-    committed("dev")
+    committed(trial_env)
     version = register_model(build_onnx("retrained"), "existing-folder")
-    view = environment_view("dev")
+    view = environment_view(trial_env)
     folder = view.folder.version_path(version)
     folder.mkdir()
     (folder / "model.onnx").write_bytes(build_onnx("v1"))  # a good model, but not registry version N
-    others = other_states("dev")
+    others = other_states(trial_env)
     before = view.capture()
-    outcome = deploy("dev", version=version)
+    outcome = deploy(trial_env, version=version)
     judgement = checker.after_failure(view, before, others, version, None, outcome, materialized=False)
     record_check(f"deploy of v{version} over an existing folder {version} with other content", judgement)
     assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{outcome.message}"
 
 
-def test_older_version_redeployed_is_served_also_after_a_restart(gate_envs, gate_platform, reference_versions,
+def test_older_version_redeployed_is_served_also_after_a_restart(trial_env, gate_envs, gate_platform, reference_versions,
                                                                  committed, deploy, environment_view, other_states, checker,
                                                                  record_check):
     """Deploy v2, then v1 again while folder 2 stays: Triton must serve v1 (what current.json says),
     also after a restart. Without a version policy Triton serves the highest folder instead."""
-    committed("dev")
-    dev = gate_envs["dev"]
+    committed(trial_env)
+    environment = gate_envs[trial_env]
     newer, older = reference_versions["v2"].version, reference_versions["v1"].version
-    view = environment_view("dev")
-    others = other_states("dev")
+    view = environment_view(trial_env)
+    others = other_states(trial_env)
     before = view.capture()
-    first = deploy("dev", version=newer)
+    first = deploy(trial_env, version=newer)
     assert first.ok, f"the deploy of v{newer} failed, so the older-version check could not run:\n{first.message}"
-    outcome = deploy("dev", version=older)
+    outcome = deploy(trial_env, version=older)
     judgement = checker.after_success(view, before, others, older, outcome)
     if not judgement.violations:
-        dev.server.restart()  # as a pod restart would: Triton loads what the disk says
+        environment.server.restart()  # as a pod restart would: Triton loads what the disk says
         try:
-            dev.triton.wait_version_ready(gate_platform.model.name, older, timeout=60)
+            environment.triton.wait_version_ready(gate_platform.model.name, older, timeout_s=MODEL_LOAD_S)
         except Exception:  # noqa: BLE001 - the check below says what is served instead
             pass
         restarted = checker.after_success(view, before, others, older, outcome)

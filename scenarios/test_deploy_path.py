@@ -2,9 +2,10 @@
 committed, served exactly, answers golden and is counted by Triton's metrics."""
 from __future__ import annotations
 
-import time
-
 import pytest
+
+from suite.timings import METRICS_COUNTED_S
+from suite.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.deploy
 
@@ -16,26 +17,22 @@ def _counters(triton, model: str, version: int) -> tuple[float, float]:
 
 
 def _assert_counted(triton, model: str, version: int, before: tuple[float, float]) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        after = _counters(triton, model, version)
-        if after[0] > before[0] and after[1] > before[1]:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"Triton's metrics did not count golden inferences on {model} v{version}: "
-                        f"(nv_inference_request_success, nv_inference_count) went {before} -> {after}")
-        time.sleep(0.1)
+    try:
+        wait_for(lambda: _counters(triton, model, version), until=lambda after: after[0] > before[0] and after[1] > before[1],
+                 timeout_s=METRICS_COUNTED_S, interval_s=0.1, awaiting=f"Triton's metrics to count {model} v{version}")
+    except WaitTimeout as timeout:
+        pytest.fail(f"Triton's metrics did not count golden inferences on {model} v{version}: "
+                    f"(nv_inference_request_success, nv_inference_count) went {before} -> {timeout.last_value}")
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
 def test_deploy_by_version_then_by_alias(env, gate_envs, gate_platform, gate_golden, reference_versions, committed,
-                                         deploy, environment_view, checker, record_check):
+                                         deploy, environment_view, other_states, checker, record_check):
     """From the baseline (the alias, v1): deploy the retrained v2 by number, then the alias again."""
     model = gate_platform.model.name
     committed(env)
     environment = gate_envs[env]
     view = environment_view(env)
-    others = {environment_view(e): environment_view(e).capture() for n, e in gate_envs.items() if n != env}
+    others = other_states(env)
     steps = [("version", {"version": reference_versions["v2"].version}, reference_versions["v2"].version),
              ("alias", {"alias": gate_platform.model.alias}, reference_versions["v1"].version)]
     for how, selector, expected in steps:

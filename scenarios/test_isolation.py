@@ -6,16 +6,15 @@ import pytest
 pytestmark = pytest.mark.deploy
 
 
-@pytest.mark.parametrize("env,other", [("dev", "prod"), ("prod", "dev")])
-def test_deploy_leaves_other_environment_untouched(env, other, gate_envs, reference_versions, committed, deploy,
+def test_deploy_leaves_other_environment_untouched(env, other_env, gate_envs, reference_versions, committed, deploy,
                                                    environment_view, checker, record_check):
     current = committed(env)
-    committed(other)  # the other environment has a committed version, or "untouched" proves nothing
+    committed(other_env)  # the other environment has a committed version, or "untouched" proves nothing
     # Deploy the version that is *not* live, so the deploy really changes something.
-    target = next(v.version for v in reference_versions.values() if v.version != current)
+    new_version = next(v.version for v in reference_versions.values() if v.version != current)
     view = environment_view(env)
-    others = {environment_view(other): environment_view(other).capture()}
+    others = {environment_view(other_env): environment_view(other_env).capture()}
     before = view.capture()
-    outcome = deploy(env, version=target)
-    judgement = record_check(f"deploy v{target} to {env}", checker.after_success(view, before, others, target, outcome))
-    assert not judgement.violations, f"deploying v{target} to {env}:\n" + "\n".join(map(str, judgement.violations))
+    outcome = deploy(env, version=new_version)
+    judgement = record_check(f"deploy v{new_version} to {env}", checker.after_success(view, before, others, new_version, outcome))
+    assert not judgement.violations, f"deploying v{new_version} to {env}:\n" + "\n".join(map(str, judgement.violations))

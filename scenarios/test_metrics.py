@@ -1,29 +1,17 @@
 """Metrics are scraped per environment and everything rules and dashboards use really exists."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from suite.monitoring_config import (load_dashboard, metric_names, panel_queries, resolve_variables,
-                                     rules_for)
+from suite.monitoring_config import load_dashboard, metric_names, panel_queries, resolve_variables, rules_for
+from suite.timings import PANEL_DATA_S, SERIES_S, TARGET_UP_S
+from suite.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.metrics
 
 
-def _wait(condition, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-@pytest.fixture(params=["dev", "prod"])
-def env(request, committed, gate_platform):
-    if request.param not in gate_platform.environments:
-        pytest.skip(f"the platform has no environment {request.param}")
+@pytest.fixture
+def env(request, committed):
     committed(request.param)
     return request.param
 
@@ -37,7 +25,11 @@ def test_prometheus_scrapes_its_own_triton_and_no_other(env, gate_monitoring, ga
         return [t for t in monitoring.targets()
                 if t["labels"].get("namespace") == namespace and t["health"] == "up"]
 
-    up = _wait(own_up, timeout=15)
+    try:
+        up = wait_for(own_up, timeout_s=TARGET_UP_S, interval_s=0.25,
+                      awaiting=f"a Triton target up in namespace {namespace} in {env}'s Prometheus")
+    except WaitTimeout:
+        up = []  # asserted next, with every active target as evidence
     targets = monitoring.targets()
     assert up, (f"{env}: Prometheus ({monitoring.release}) has no Triton target up in namespace {namespace}; "
                 f"active targets: {[(t['labels'], t['health'], t.get('lastError')) for t in targets]}")
@@ -96,14 +88,22 @@ def test_inference_series_exist_and_increase(env, gate_monitoring, gate_platform
         result = monitoring.query(f'sum({name}{{job="triton", namespace="{namespace}"}})')
         return float(result[0]["value"][1]) if result else None
 
-    _wait(lambda: all(total(n) is not None for n in counters), timeout=15)
-    before = {n: total(n) for n in counters}
+    def totals():
+        return {n: total(n) for n in counters}
+
+    try:
+        before = wait_for(totals, until=lambda now: all(v is not None for v in now.values()), timeout_s=SERIES_S,
+                          interval_s=0.25, awaiting=f"series of {counters} in {namespace}")
+    except WaitTimeout as timeout:
+        before = timeout.last_value  # asserted next, naming the missing series
     assert all(v is not None for v in before.values()), (
         f"{env}: Prometheus has no series for {[n for n, v in before.items() if v is None]} in {namespace}")
     traffic(env, 2.0)
-    after = _wait(lambda: (lambda now: now if all(now[n] > before[n] for n in counters) else None)(
-        {n: total(n) for n in counters}), timeout=15)
-    assert after, f"{env}: series did not increase after traffic: {before} -> {({n: total(n) for n in counters})}"
+    try:
+        wait_for(totals, until=lambda now: all(now[n] > before[n] for n in counters), timeout_s=SERIES_S,
+                 interval_s=0.25, awaiting=f"series of {counters} in {namespace} to increase")
+    except WaitTimeout as timeout:
+        pytest.fail(f"{env}: series did not increase after traffic: {before} -> {timeout.last_value}")
 
 
 def test_every_dashboard_panel_returns_data(env, gate_monitoring, gate_platform, traffic):
@@ -115,6 +115,9 @@ def test_every_dashboard_panel_returns_data(env, gate_monitoring, gate_platform,
     empty = []
     for query in panel_queries(load_dashboard(gate_platform.resolve(dashboard))):
         expr = resolve_variables(query.expr, _variables(gate_platform, env))
-        if not _wait(lambda: monitoring.query(expr), timeout=10):
+        try:
+            wait_for(lambda: monitoring.query(expr), timeout_s=PANEL_DATA_S, interval_s=0.25,
+                     awaiting=f"data for panel {query.panel!r}")
+        except WaitTimeout:
             empty.append(f"{query.panel!r}: {expr}")
     assert not empty, f"{env}: dashboard panels show no data after traffic: " + " | ".join(empty)

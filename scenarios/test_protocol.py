@@ -9,11 +9,13 @@ from tritonclient.utils import InferenceServerException
 
 from suite import model_config
 from suite.model_repo import ModelFolder
+from suite.timings import SERVER_READY_S
+from suite.waiting import WaitTimeout
 
 pytestmark = pytest.mark.smoke
 
 
-@pytest.fixture(params=["dev", "prod"])
+@pytest.fixture
 def env(request, committed):
     request.node.committed_version = committed(request.param)
     return request.param
@@ -28,7 +30,10 @@ def grpc(env, gate_envs):
 
 def test_health_over_grpc(env, grpc, gate_envs):
     assert grpc.is_server_live(), f"{env}: gRPC ServerLive is false"
-    gate_envs[env].triton.wait_server_ready(10.0)  # settles ~1.5 s after a deploy (Triton #7014)
+    try:  # settles ~1.5 s after a deploy (Triton #7014)
+        gate_envs[env].triton.wait_server_ready(SERVER_READY_S)
+    except WaitTimeout:
+        pass  # gRPC's own answer, next, is the verdict
     assert grpc.is_server_ready(), f"{env}: gRPC ServerReady is false"
 
 

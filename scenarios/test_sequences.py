@@ -10,12 +10,14 @@ printed as reproducible steps. The default profile is small (`make test`);
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from suite.checks import check_serves_committed
 from suite.faults import CATALOGUE
 from suite.invariants import Judgement, Violation
+from suite.timings import MODEL_LOAD_S
 
 pytestmark = pytest.mark.chaos
 
@@ -26,12 +28,12 @@ ACTIONS = ["deploy-faulty:" + f for f in SEQUENCE_FAULTS] + ["deploy-good:v2", "
                                                             "recover:"]
 
 
-def test_random_sequences_keep_the_invariants(gate_envs, gate_platform, gate_golden, gate_deployer, gate_baseline,
+def test_random_sequences_keep_the_invariants(trial_env, gate_envs, gate_platform, gate_golden, gate_deployer, gate_baseline,
                                               committed, reference_versions, run_fault, deploy, deploy_request,
                                               environment_view, record_check):
-    dev = gate_envs["dev"]
-    folder = environment_view("dev").folder
-    others = [environment_view(e) for n, e in gate_envs.items() if n != "dev"]
+    environment = gate_envs[trial_env]
+    folder = environment_view(trial_env).folder
+    others = [environment_view(other) for other in gate_envs if other != trial_env]
     # The first failure's judgement is the verdict: the generated examples are the same on every
     # run (derandomized), how far shrinking gets in its time is not.
     first_failure: dict = {}
@@ -56,7 +58,7 @@ def test_random_sequences_keep_the_invariants(gate_envs, gate_platform, gate_gol
 
         def deploy_good(self, which):
             version = reference_versions[which].version
-            outcome = deploy(dev, version=version)
+            outcome = deploy(trial_env, version=version)
             self.log.append(f"deploy good v{version}: ok={outcome.ok}")
             if not outcome.ok:
                 fail(self.log, [Violation(6, f"the deploy of a good version failed: {outcome.message[-500:]}")])
@@ -68,11 +70,11 @@ def test_random_sequences_keep_the_invariants(gate_envs, gate_platform, gate_gol
                 fail(self.log, run.violations)
 
         def restart_server(self, _):
-            dev.server.restart()
-            self.log.append("restart dev Triton")
+            environment.server.restart()
+            self.log.append(f"restart {trial_env} Triton")
 
         def recover(self, _):
-            outcome = gate_deployer.recover(deploy_request(dev))
+            outcome = gate_deployer.recover(deploy_request(trial_env))
             if outcome is None:
                 self.log.append("recover: the platform declares no recovery (nothing to run)")
                 return
@@ -85,8 +87,8 @@ def test_random_sequences_keep_the_invariants(gate_envs, gate_platform, gate_gol
 
         @invariant()
         def serves_exactly_the_committed_version(self):
-            dev.triton.wait_model_settled(gate_platform.model.name, timeout=60)  # a restart takes a moment
-            problems = check_serves_committed(dev.triton, folder, gate_golden)
+            environment.triton.wait_model_settled(gate_platform.model.name, timeout_s=MODEL_LOAD_S)  # a restart takes a moment
+            problems = check_serves_committed(environment.triton, folder, gate_golden)
             if problems:
                 fail(self.log, [Violation(2, p) for p in problems])
 

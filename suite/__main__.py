@@ -1,7 +1,5 @@
 """Command line: `python -m suite deploy --env dev --model best_model --alias A`, `python -m suite recover --env dev`.
 
-`python -m suite defects` runs the gate against the seeded-defect catalogue and prints its score.
-
 Exit status: 0 deployed / recovered, 1 deploy failed (rolled back) or recovery incomplete, 2 bad input.
 """
 from __future__ import annotations
@@ -51,11 +49,6 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"where a failed version goes, relative to the model's folder (env GATE_QUARANTINE; "
                          f"default {DEFAULT_LAYOUT!r})")
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
-    defects = commands.add_parser("defects", help="run the gate against each seeded defect; print the score")
-    defects.add_argument("--catalogue", default="tests.defects", help="module with CATALOGUE (default: tests.defects)")
-    defects.add_argument("--only", nargs="*", default=[], metavar="ID", help="run only these defect ids")
-    defects.add_argument("--jobs", type=int, default=2, help="gate runs at a time (default 2)")
-    defects.add_argument("--workdir", help="keep the broken copies and gate outputs here (default: a temp folder)")
     which = deploy.add_mutually_exclusive_group()
     which.add_argument("--alias", help="registry alias selecting the version, e.g. A (env GATE_ALIAS)")
     which.add_argument("--version", type=int, help="registry version number (env GATE_VERSION)")
@@ -93,8 +86,9 @@ def _require(value: Optional[str], flag: str, variable: str) -> str:
     return value
 
 
-def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], None]]):
-    from suite.deploy import Deployer, DeploySettings, DeployTarget
+def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], None]], steps=None):
+    from suite.deploy import Deployer, DeploySettings
+    from suite.environment import Environment
     from suite.golden import load_golden
     from suite.platform import REFERENCE_DIR
     from suite.registry import Registry
@@ -122,10 +116,10 @@ def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], 
         QuarantineLayout(args.quarantine)
     except GateError as exc:
         raise _Usage(str(exc)) from None
-    return Deployer(Registry(mlflow_uri), DeployTarget(args.env, repository, triton), model, golden,
+    return Deployer(Registry(mlflow_uri), Environment(args.env, repository, triton), model, golden,
                     DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout,
                                    ready_timeout=args.ready_timeout, quarantine=args.quarantine),
-                    on_stage=on_stage)
+                    on_stage=on_stage, steps=steps)
 
 
 def _stage_hook(printing: bool) -> Callable[[str, str], None]:
@@ -141,18 +135,18 @@ def _stage_hook(printing: bool) -> Callable[[str, str], None]:
     return hook
 
 
-def deploy_command(args: argparse.Namespace) -> int:
+def deploy_command(args: argparse.Namespace, steps=None) -> int:
     alias, version = _selected(args)
-    deployer = _deployer(args, _stage_hook(printing=not args.json))
+    deployer = _deployer(args, _stage_hook(printing=not args.json), steps)
     result = deployer.deploy(alias=alias, version=version)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.describe())
     return 0 if result.ok else 1
 
 
-def recover_command(args: argparse.Namespace) -> int:
+def recover_command(args: argparse.Namespace, steps=None) -> int:
     from dataclasses import asdict
 
-    deployer = _deployer(args, _stage_hook(printing=False))
+    deployer = _deployer(args, _stage_hook(printing=False), steps)
     records = deployer.recover()
     if args.json:
         print(json.dumps([asdict(r) for r in records], indent=2))
@@ -163,16 +157,13 @@ def recover_command(args: argparse.Namespace) -> int:
     return 0 if all(r.outcome == "passed" for r in records) else 1
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, steps=None) -> int:
+    """`steps`: a suite.deploy.DeploySteps to run the command line with other steps (default: the builtin ones)."""
     args = _parser().parse_args(argv)
-    if args.command == "defects":
-        from suite.defects import main as defects_main
-
-        return defects_main(args.catalogue, args.only, args.jobs, args.workdir)
     try:
         if args.command == "deploy":
-            return deploy_command(args)
-        return recover_command(args)
+            return deploy_command(args, steps)
+        return recover_command(args, steps)
     except _Usage as exc:
         print(f"python -m suite {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -23,10 +23,9 @@ from typing import Callable, Dict, Iterable, List, Optional
 from suite.checks import check_serves_committed
 from suite.errors import GateError
 from suite.golden import GoldenSet
-from suite.invariants import SERVER_READY_WITHIN_S
 from suite.model_repo import LOCK_FILE, ModelFolder, tree_digest
-
-READY_AFTER_RESTART_S = 60.0
+from suite.timings import MODEL_LOAD_S, RELOAD_READY_S, SERVER_READY_S
+from suite.waiting import WaitTimeout
 
 
 class BaselineError(GateError):
@@ -159,8 +158,10 @@ class Baseline:
         """The committed version is served exactly, answers golden, and the server is ready."""
         folder = ModelFolder(environment.repository, self.model)
         problems = check_serves_committed(environment.triton, folder, self.golden, expected_version=version)
-        if not environment.triton.wait_server_ready(SERVER_READY_WITHIN_S):
-            problems.append(f"Triton's /v2/health/ready answers not-ready after {SERVER_READY_WITHIN_S:.0f} s")
+        try:
+            environment.triton.wait_server_ready(SERVER_READY_S)
+        except WaitTimeout:
+            problems.append(f"Triton's /v2/health/ready answers not-ready after {SERVER_READY_S:.0f} s")
         return problems
 
     def _reset(self, name: str, environment) -> Path:
@@ -189,15 +190,15 @@ class Baseline:
                 for stray in environment.triton.loaded_models() - {self.model}:
                     environment.triton.unload(stray)
                 environment.triton.load(self.model)  # from disk: the saved config and version
-                environment.triton.wait_version_ready(self.model, version, timeout=30)
-                if environment.triton.wait_server_ready(SERVER_READY_WITHIN_S) and \
-                        not self._triton_differences(environment, version):
+                environment.triton.wait_version_ready(self.model, version, timeout_s=RELOAD_READY_S)
+                environment.triton.wait_server_ready(SERVER_READY_S)
+                if not self._triton_differences(environment, version):
                     return
-            except GateError:
+            except GateError:  # WaitTimeout included
                 pass  # a server in a failed state: restart it, as a pod would be
         environment.server.kill()
         environment.server.start()
-        environment.triton.wait_model_settled(self.model, timeout=READY_AFTER_RESTART_S)
+        environment.triton.wait_model_settled(self.model, timeout_s=MODEL_LOAD_S)
 
     def _move_aside(self, name: str, environment) -> Path:
         with self._lock:

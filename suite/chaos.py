@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional
 
-from suite.deploy import DeploySettings
 from suite.deployers import DeployOutcome, DeployRequest
 from suite.faults import Fault, FaultContext, file_digests
 from suite.invariants import INVARIANTS, EnvironmentView, InvariantChecker, Judgement, Violation
@@ -54,39 +52,34 @@ class FaultRun:
         return "\n".join(lines)
 
 
-def run_fault(fault: Fault, ctx: FaultContext, target: EnvironmentView, others: List[EnvironmentView],
-              deployer, checker: InvariantChecker, registered_bytes: Dict[int, bytes],
-              settings: Optional[DeploySettings] = None, golden_path: Optional[Path] = None,
+def run_fault(fault: Fault, ctx: FaultContext, view: EnvironmentView, others: List[EnvironmentView],
+              deployer, checker: InvariantChecker, request: DeployRequest,
               stage_matters: Optional[bool] = None) -> FaultRun:
     """Prepare, inject, deploy under traffic, repair, then check every invariant and that the
-    fault happened and users saw nothing of it. `stage_matters` (default: for the builtin path)
-    also requires the failure at the fault's stage."""
+    fault happened and users saw nothing of it. `request` is the deploy without its version (the
+    fault prepares one). `stage_matters` (default: for the builtin path) also requires the
+    failure at the fault's stage."""
     begin = time.perf_counter()
     version = fault.prepare(ctx)
-    before = target.capture()
+    before = view.capture()
     ctx.committed = before.committed
-    other_states = {view: view.capture() for view in others}
-    probe = TrafficProbe(target.triton, ctx.model, ctx.golden)
+    other_states = {other: other.capture() for other in others}
+    probe = TrafficProbe(view.triton, ctx.model, ctx.golden)
     with probe:
         with fault.injected(ctx, version) as overrides:
-            request = DeployRequest(
-                env=target.name, repository=target.repository, triton=target.triton, model=ctx.model,
-                mlflow_uri=overrides.mlflow_uri or ctx.mlflow_uri,
-                version=None if overrides.alias else version, alias=overrides.alias,
-                settings=settings or DeploySettings(quarantine=target.folder.layout.template),
-                golden_path=golden_path)
-            outcome = deployer.deploy(request)
+            outcome = deployer.deploy(replace(request, mlflow_uri=overrides.mlflow_uri or request.mlflow_uri,
+                                              version=None if overrides.alias else version, alias=overrides.alias))
         fault.repair(ctx)
-    expected = file_digests(registered_bytes[version]) if version in registered_bytes else None
+    expected = file_digests(ctx.registered_bytes[version]) if version in ctx.registered_bytes else None
     judged_version = version if not overrides.alias else None
     if fault.disrupts_serving and outcome.ok and version is not None:
         # The server was killed after this deployer had finished its part: a good version
         # committed before the kill is as consistent an ending as a rollback.
-        judgement = checker.after_success(target, before, other_states, version, outcome)
+        judgement = checker.after_success(view, before, other_states, version, outcome)
         judgement.notes.append(f"the deploy of v{version} completed despite the server kill: judged as a "
                                f"successful deploy")
     else:
-        judgement = checker.after_failure(target, before, other_states, judged_version, expected, outcome,
+        judgement = checker.after_failure(view, before, other_states, judged_version, expected, outcome,
                                           materialized=fault.materializes)
     run = FaultRun(fault.name, fault.description, deployer.name, version, before.committed, outcome,
                    judgement.violations, probe.report, time.perf_counter() - begin, fault.expected_stage,

@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
-from suite.deploy import Deployer, DeployResult, DeploySettings, DeployTarget
+from suite.deploy import Deployer, DeployResult, DeploySettings
+from suite.environment import Environment
 from suite.golden import GoldenSet
 from suite.processes import Watchdog
 from suite.registry import Registry
-from suite.triton_client import TritonControl
+from suite.waiting import WaitTimeout, wait_for
 
 BUILTIN = "builtin"
 # The builtin path as a command, for scenarios that pause or kill the deployer's process.
@@ -35,9 +36,9 @@ OUTPUT_TAIL = 4000
 
 @dataclass
 class DeployRequest:
-    env: str
-    repository: Path
-    triton: TritonControl
+    """One deploy: which model version into which environment, from which registry."""
+
+    environment: Environment
     model: str
     mlflow_uri: str
     version: Optional[int] = None
@@ -46,6 +47,10 @@ class DeployRequest:
     golden_path: Optional[Path] = None
     # Settings a command may honour (GATE_SMOKE_TIMEOUT); the builtin path always does.
     hints: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> str:
+        return self.environment.name
 
     @property
     def requested(self) -> str:
@@ -91,8 +96,8 @@ class BuiltinDeployer:
         self.last_result: Optional[DeployResult] = None
 
     def _path(self, request: DeployRequest) -> Deployer:
-        return Deployer(Registry(request.mlflow_uri), DeployTarget(request.env, request.repository, request.triton),
-                        request.model, self.golden, request.settings)
+        return Deployer(Registry(request.mlflow_uri), request.environment, request.model, self.golden,
+                        request.settings)
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
         started = time.time()
@@ -119,11 +124,11 @@ class CommandDeployer:
     """Runs the platform's deploy command (bash -c) with the GATE_* variables; exit 0 means deployed."""
 
     def __init__(self, command: str, recover: Optional[str] = None, pass_env: Iterable[str] = (),
-                 timeout: float = 600.0, name: Optional[str] = None):
+                 timeout_s: float = 600.0, name: Optional[str] = None):
         self.command = command
         self.recover_command = recover
         self.pass_env = list(pass_env)
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self.name = name or command
 
     def as_command(self, pass_env: Iterable[str] = ()) -> "CommandDeployer":
@@ -139,8 +144,8 @@ class CommandDeployer:
             "GATE_ENV": request.env, "GATE_MODEL": request.model,
             "GATE_VERSION": "" if request.version is None else str(request.version),
             "GATE_ALIAS": request.alias or "",
-            "GATE_MODEL_REPOSITORY": str(request.repository),
-            "GATE_TRITON_URL": request.triton.http_url,
+            "GATE_MODEL_REPOSITORY": str(request.environment.repository),
+            "GATE_TRITON_URL": request.environment.triton.http_url,
             "GATE_QUARANTINE": request.settings.quarantine,
             "GATE_GOLDEN": str(request.golden_path or ""),
             # Both: mlflow reads the registry URI apart from the tracking one.
@@ -151,7 +156,7 @@ class CommandDeployer:
 
     def start(self, request: DeployRequest, command: Optional[str] = None) -> "DeployProcess":
         command = command or self.command
-        return DeployProcess(command, self.environment(request), self.timeout, deployer=self.name, env=request.env,
+        return DeployProcess(command, self.environment(request), self.timeout_s, deployer=self.name, env=request.env,
                              requested=request.requested if command == self.command else "recover")
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
@@ -171,10 +176,10 @@ class DeployProcess:
     pid, which is the group id, cannot be reused, so a signal never reaches another's process.
     """
 
-    def __init__(self, command: str, environ: Dict[str, str], timeout: float, deployer: str, env: str = "",
+    def __init__(self, command: str, environ: Dict[str, str], timeout_s: float, deployer: str, env: str = "",
                  requested: str = ""):
         self.command = command
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self.deployer = deployer
         self.env = env
         self.requested = requested
@@ -205,10 +210,10 @@ class DeployProcess:
             pass
 
     def wait(self) -> DeployOutcome:
-        deadline = time.monotonic() + self.timeout
         try:
-            while not self.exited() and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(self.exited, timeout_s=self.timeout_s, interval_s=0.02, awaiting=f"`{self.command}` to exit")
+        except WaitTimeout:
+            pass  # still running: killed below and reported as the "timeout" stage
         finally:  # also on Ctrl-C: the deployer and what it started must not outlive the gate
             timed_out = not self.exited()
             self.signal(signal.SIGKILL)
@@ -222,7 +227,7 @@ class DeployProcess:
                       started_at=self.started_at)
         if timed_out:
             return DeployOutcome(ok=False, failed_stage="timeout", exit_code=None,
-                                 message=f"deploy command timed out after {self.timeout:.0f} s: {self.command}\n{tail}",
+                                 message=f"deploy command timed out after {self.timeout_s:.0f} s: {self.command}\n{tail}",
                                  **common)
         code = self.proc.returncode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"

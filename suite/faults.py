@@ -13,31 +13,28 @@ import os
 import subprocess
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
 from suite import reference_model
+from suite.environment import Environment
 from suite.errors import EnvironmentProblem
 from suite.golden import GoldenSet
 from suite.http_proxy import ForwardingProxy
 from suite.processes import free_port
 from suite.registry import Registry
-from suite.triton_client import TritonControl
+from suite.timings import MODEL_LOAD_S
+from suite.waiting import WaitTimeout, let_time_pass, wait_for
 
 
 @dataclass
 class FaultContext:
     """What a fault may touch: one environment, the registry, and how to register models."""
 
-    env: str
-    repository: Path
-    triton: TritonControl
-    server: object            # suite.triton_server.TritonServer, for kill / restart
+    environment: Environment  # its server too, for kill / restart
     model: str
-    mlflow_uri: str
     registry: Registry
     golden: GoldenSet
     register: Callable[[bytes, str], int]   # (onnx bytes, label) -> registry version
@@ -45,6 +42,10 @@ class FaultContext:
     artifacts_root: Optional[Path] = None    # the registry's local artifact store, when it has one
     committed: Optional[int] = None
     notes: List[str] = field(default_factory=list)
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.registry.tracking_uri
 
 
 @dataclass
@@ -129,7 +130,8 @@ class _ServerKill(Fault):
 
     disrupts_serving = True
     poll_s = 0.01
-    delay_s = 0.3
+    delay_s = 0.3    # the kill lands this long after the condition is seen (into the load, the unload...)
+    watch_s = 60.0   # the condition is watched for at most this long: longer than any deploy under test
 
     def seen(self, ctx: FaultContext, version: int) -> bool:
         raise NotImplementedError
@@ -139,18 +141,22 @@ class _ServerKill(Fault):
         stop = threading.Event()
         killed: List[str] = []
 
+        def kill_once_seen() -> Optional[str]:
+            if stop.is_set():
+                return "stopped"
+            if not self.seen(ctx, version):
+                return None
+            let_time_pass(self.delay_s, why="the fault's timing: the kill lands delay_s after the condition")
+            ctx.environment.server.kill()
+            killed.append("yes")
+            return "killed"
+
         def watch() -> None:
-            deadline = time.monotonic() + 60
-            while not stop.is_set() and time.monotonic() < deadline:
-                try:
-                    if self.seen(ctx, version):
-                        time.sleep(self.delay_s)
-                        ctx.server.kill()
-                        killed.append("yes")
-                        return
-                except Exception:  # Triton may not answer while busy: keep watching
-                    pass
-                time.sleep(self.poll_s)
+            try:  # Triton may not answer while busy: an exception is "not yet", keep watching
+                wait_for(kill_once_seen, timeout_s=self.watch_s, interval_s=self.poll_s, transient=(Exception,),
+                         awaiting=f"the condition of fault {self.name}")
+            except WaitTimeout:
+                pass  # never seen: the note below says so
 
         thread = threading.Thread(target=watch, name=f"fault-{self.name}", daemon=True)
         thread.start()
@@ -164,10 +170,10 @@ class _ServerKill(Fault):
     def repair(self, ctx: FaultContext) -> None:
         # A restarted pod: Triton loads what current.json and config.pbtxt on disk say. Whether
         # that is the committed version is for the invariants to judge, not for the repair.
-        if not ctx.server.running():
-            ctx.server.start()
-        settled = ctx.triton.wait_model_settled(ctx.model, timeout=60)
-        if ctx.committed is not None and ctx.committed not in ctx.triton.ready_versions(ctx.model):
+        if not ctx.environment.server.running():
+            ctx.environment.server.start()
+        settled = ctx.environment.triton.wait_model_settled(ctx.model, timeout_s=MODEL_LOAD_S)
+        if ctx.committed is not None and ctx.committed not in ctx.environment.triton.ready_versions(ctx.model):
             ctx.notes.append(f"after the restart Triton does not serve the committed v{ctx.committed}: "
                              + "; ".join(f"v{e.version} {e.state} {e.reason[:200]}" for e in settled))
 
@@ -178,7 +184,7 @@ class KillDuringLoad(_ServerKill):
     description = "Triton SIGKILLed 0.3 s after version N is materialized, while N loads (~1.5 s)"
 
     def seen(self, ctx: FaultContext, version: int) -> bool:
-        return (ctx.repository / ctx.model / str(version)).is_dir()
+        return (ctx.environment.repository / ctx.model / str(version)).is_dir()
 
 
 class KillDuringSmoke(_ServerKill):
@@ -191,7 +197,7 @@ class KillDuringSmoke(_ServerKill):
 
     def seen(self, ctx: FaultContext, version: int) -> bool:
         # N ready under any name: the builtin path's candidate, another deployer's, or the model.
-        return bool(ctx.triton.versions_loaded_anywhere(version))
+        return bool(ctx.environment.triton.versions_loaded_anywhere(version))
 
 
 class MlflowUnreachable(Fault):
@@ -246,7 +252,7 @@ class ReadOnlyRepository(Fault):
 
     @contextmanager
     def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
-        folder = str(ctx.repository / ctx.model)
+        folder = str(ctx.environment.repository / ctx.model)
         # Made read-only aside, then moved in: a container sees the repository through an rslave
         # bind, and a mount arrives there with the flags it had when it appeared. A bind remounted
         # ro in place would stay writable inside the container (measured on Docker 20.10).
@@ -278,7 +284,7 @@ class FullRepository(Fault):
 
     @contextmanager
     def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
-        filler = ctx.repository / self.filler
+        filler = ctx.environment.repository / self.filler
         try:
             with open(filler, "wb", buffering=0) as handle:  # unbuffered: close cannot fail
                 for size in (1 << 20, 1 << 12, 1):  # big chunks, then the last partial block

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generic, Optional, TypeVar
 
 from suite.deployers import DeployOutcome, DeployProcess
 from suite.observe import DeployObserver
+from suite.waiting import WaitTimeout, wait_for
 
 T = TypeVar("T")
 
@@ -48,8 +48,11 @@ def interleave(start_first: Callable[[str], DeployProcess], model_folder: Path, 
         result: dict = {}
         waited = False
         try:
-            while not paused.is_set() and not process.exited():
-                time.sleep(0.01)
+            try:
+                wait_for(lambda: paused.is_set() or process.exited(), timeout_s=process.timeout_s, interval_s=0.01,
+                         awaiting=f"the first deploy to reach {point} or to exit")
+            except WaitTimeout:
+                pass  # neither within the deploy's own timeout: wait() below times it out
             if paused.is_set():
                 thread = threading.Thread(target=_capture, args=(other, result), name="interleaved", daemon=True)
                 thread.start()

@@ -23,11 +23,21 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Union
 
 from suite import model_config
 from suite.checks import EnvironmentSnapshot, check_serves_committed, snapshot
+from suite.environment import Environment
 from suite.errors import GateError
 from suite.golden import GoldenSet
-from suite.model_repo import CONFIG_PBTXT, CURRENT_JSON, LOCK_FILE, ModelFolder, json_content, parse_current, tree_digest
+from suite.model_repo import (
+    CONFIG_PBTXT,
+    CURRENT_JSON,
+    LOCK_FILE,
+    ModelFolder,
+    json_content,
+    parse_current,
+    tree_digest,
+)
 from suite.quarantine import QuarantineLayout, read_as_versions
-from suite.triton_client import TritonControl
+from suite.timings import SERVER_READY_S
+from suite.waiting import WaitTimeout
 
 if TYPE_CHECKING:
     from suite.deployers import DeployOutcome
@@ -46,9 +56,6 @@ CHECKS = {
     "stage": "the builtin path failed at the fault's stage",
     "fault": "the fault really happened",
 }
-
-# Triton answers not-ready while any model loads or unloads (issue #7014), ~1.5 s after a deploy.
-SERVER_READY_WITHIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,13 +114,16 @@ class EnvironmentState:
 
 
 class EnvironmentView:
-    """How the checker reaches one environment: its repository and its Triton."""
+    """One environment as the checker sees it: the environment and its model's folder in it."""
 
-    def __init__(self, name: str, repository: Path, triton: TritonControl, model: str,
-                 layout: Optional[QuarantineLayout] = None):
-        self.name = name
-        self.repository = Path(repository)
-        self.triton = triton
+    def __init__(self, environment: Environment, model: str, layout: Optional[QuarantineLayout] = None):
+        if environment.repository is None:
+            raise GateError(f"{environment.name} has no model repository the gate can read; the invariants "
+                            f"compare its files, so the manifest must name one (cluster.model_repository)")
+        self.environment = environment
+        self.name = environment.name
+        self.repository = environment.repository
+        self.triton = environment.triton
         self.folder = ModelFolder(self.repository, model, layout)
 
     def capture(self) -> EnvironmentState:
@@ -171,7 +181,7 @@ class InvariantChecker:
 
     # -- the judgements --------------------------------------------------------------------
 
-    def after_failure(self, target: EnvironmentView, before: EnvironmentState,
+    def after_failure(self, view: EnvironmentView, before: EnvironmentState,
                       others: Dict[EnvironmentView, EnvironmentState], version: Optional[int],
                       expected_files: Optional[Dict[str, str]], outcome: "DeployOutcome",
                       materialized: bool) -> Judgement:
@@ -182,66 +192,66 @@ class InvariantChecker:
         failure came after the version folder was made.
         """
         found = Judgement()
-        self._committed_files_unchanged(target, before, found)
-        found.extend(2, self._serves(target, before.committed))
+        self._committed_files_unchanged(view, before, found)
+        found.extend(2, self._serves(view, before.committed))
         if version is not None and version == before.committed:
             found.not_applicable[3] = f"v{version} is the committed version: nothing to quarantine"
         elif not materialized or version is None:
-            self._untouched(target, before, found)
+            self._untouched(view, before, found)
         else:
-            self._quarantined(target, before, version, expected_files, found)
-        self._no_leftovers(target, before, found)
+            self._quarantined(view, before, version, expected_files, found)
+        self._no_leftovers(view, before, found)
         self._others(others, found)
         self._reported_failure(outcome, found)
         return found
 
-    def after_success(self, target: EnvironmentView, before: EnvironmentState,
+    def after_success(self, view: EnvironmentView, before: EnvironmentState,
                       others: Dict[EnvironmentView, EnvironmentState], version: int,
                       outcome: "DeployOutcome") -> Judgement:
         """After a deploy of `version` that had to succeed (current.json = N, N serves golden)."""
         found = Judgement()
         try:
-            current = target.folder.read_current()
+            current = view.folder.read_current()
         except GateError as exc:
             current = None
             found.add(1, str(exc))
         if current is None or current.active_version != version:
             found.add(1, f"current.json names version {current.active_version if current else None}, "
                          f"expected {version}")
-        found.extend(1, self._written_atomically(target, before))
-        found.extend(2, self._serves(target, version))
+        found.extend(1, self._written_atomically(view, before))
+        found.extend(2, self._serves(view, version))
         found.not_applicable[3] = "the deploy was good: nothing to quarantine"
-        self._no_leftovers(target, before, found)
+        self._no_leftovers(view, before, found)
         self._others(others, found)
         if not outcome.ok:
             found.add(6, f"the deploy of a good version failed: {outcome.message[:500]}")
         return found
 
-    def after_recovery(self, target: EnvironmentView, before: EnvironmentState,
+    def after_recovery(self, view: EnvironmentView, before: EnvironmentState,
                        others: Dict[EnvironmentView, EnvironmentState], version: int,
                        outcome: "DeployOutcome") -> Judgement:
         """After a deployer died deploying `version` and the platform's recovery ran: either the
         deploy was finished (current.json = N) or undone (the state before it), never a mix."""
         try:
-            current = target.folder.read_current()
+            current = view.folder.read_current()
         except GateError as exc:
             found = Judgement()
             found.add(1, str(exc))
             return found
         if current is not None and current.active_version == version and version != before.committed:
-            found = self.after_success(target, before, others, version, outcome)
+            found = self.after_success(view, before, others, version, outcome)
             found.notes.append(f"recovery finished the deploy of v{version}")
             found.violations = [v for v in found.violations if v.invariant != 6]
         else:
             found = Judgement()
-            self._committed_files_unchanged(target, before, found)
-            found.extend(2, self._serves(target, before.committed))
-            if version in target.folder.versions() and version != before.committed:
+            self._committed_files_unchanged(view, before, found)
+            found.extend(2, self._serves(view, before.committed))
+            if version in view.folder.versions() and version != before.committed:
                 found.add(3, f"version folder {version} of the interrupted deploy is still among the numeric "
-                             f"versions {target.folder.versions()} after recovery: a restart or the next "
+                             f"versions {view.folder.versions()} after recovery: a restart or the next "
                              f"deploy may take it as a good version")
-            self._beside_versions(target, before, found)
-            self._no_leftovers(target, before, found)
+            self._beside_versions(view, before, found)
+            self._no_leftovers(view, before, found)
             self._others(others, found)
             found.notes.append(f"recovery undid the deploy of v{version}")
         if not outcome.ok:
@@ -250,8 +260,8 @@ class InvariantChecker:
 
     # -- the parts ---------------------------------------------------------------------------
 
-    def _committed_files_unchanged(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
-        now = target.folder.current_bytes()
+    def _committed_files_unchanged(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+        now = view.folder.current_bytes()
         if now != before.current_bytes:
             try:
                 same = now is not None and before.current_bytes is not None and \
@@ -268,7 +278,7 @@ class InvariantChecker:
                 parse_current(now)
             except GateError as exc:
                 found.add(1, str(exc))
-        config_now = _read(target.folder.config_path)
+        config_now = _read(view.folder.config_path)
         if config_now != before.config_bytes:
             difference = _config_difference(before.config_bytes, config_now)
             if difference:
@@ -278,43 +288,45 @@ class InvariantChecker:
                 found.notes.append("config.pbtxt was rewritten with the same content: not a violation")
 
     @staticmethod
-    def _written_atomically(target: EnvironmentView, before: EnvironmentState) -> List[str]:
+    def _written_atomically(view: EnvironmentView, before: EnvironmentState) -> List[str]:
         """A changed current.json on the same inode was truncated and rewritten in place: a reader
         (Triton's start-up, the next deploy) or a crash in between sees a torn or empty file."""
-        if before.current_inode is None or target.folder.current_bytes() == before.current_bytes:
+        if before.current_inode is None or view.folder.current_bytes() == before.current_bytes:
             return []
-        if _inode(target.folder.current_path) == before.current_inode:
+        if _inode(view.folder.current_path) == before.current_inode:
             return [f"current.json changed but kept its inode {before.current_inode}: it was rewritten in "
                     "place, so a reader or a crash mid-write sees a torn file; write a temporary file in "
                     "the same folder and os.replace() it"]
         return []
 
-    def _serves(self, target: EnvironmentView, version: Optional[int]) -> List[str]:
+    def _serves(self, view: EnvironmentView, version: Optional[int]) -> List[str]:
         if version is None:
             try:
-                ready = target.triton.ready_versions(self.model)
+                ready = view.triton.ready_versions(self.model)
             except GateError as exc:
                 return [str(exc)]
             return [f"nothing is committed but Triton serves versions {ready}"] if ready else []
-        problems = check_serves_committed(target.triton, target.folder, self.golden, expected_version=version)
-        if not target.triton.wait_server_ready(SERVER_READY_WITHIN_S):
+        problems = check_serves_committed(view.triton, view.folder, self.golden, expected_version=version)
+        try:
+            view.triton.wait_server_ready(SERVER_READY_S)
+        except WaitTimeout:
             # A readiness probe on /v2/health/ready would take the pod out of its Service.
-            problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_WITHIN_S:.0f} s "
+            problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_S:.0f} s "
                             f"(a model in a failed state keeps the whole server unready)")
         return problems
 
-    def _untouched(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+    def _untouched(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
         """Failed before materializing: versions, quarantine and committed files as they were."""
-        after = _model_state(target.folder)
+        after = _model_state(view.folder)
         changed = sorted(k for k in set(after) | set(before.versions) if after.get(k) != before.versions.get(k))
         if changed:
             found.add(3, f"this fault strikes before a complete version can exist (a cut download, a refused "
                          f"write, an unknown version), so the model's versions, quarantine and committed files "
                          f"must be as they were; they changed: {changed}")
 
-    def _quarantined(self, target: EnvironmentView, before: EnvironmentState, version: int,
+    def _quarantined(self, view: EnvironmentView, before: EnvironmentState, version: int,
                      expected_files: Optional[Dict[str, str]], found: Judgement) -> None:
-        folder = target.folder
+        folder = view.folder
         if version in folder.versions():
             found.add(3, f"version folder {version} is still among the numeric versions {folder.versions()}: "
                          f"Triton could serve it after a restart")
@@ -330,17 +342,17 @@ class InvariantChecker:
             if missing:
                 found.add(3, f"{_rel(folder, new[0])} is not the complete version: no file in it has the "
                              f"registry's bytes (sha256 {missing[0][:12]}...); it holds {sorted(kept)}")
-        self._beside_versions(target, before, found)
+        self._beside_versions(view, before, found)
 
-    def _beside_versions(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+    def _beside_versions(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
         """A quarantined folder named `3.failed_<ts>` beside the versions is read by Triton as
         version 3 unless config.pbtxt pins the versions (measured on 2.51: NoSuchFile on 3/)."""
-        names = [n.split("/", 1)[1] for n in _entries(target.folder) - before.entries
-                 if n.startswith(target.folder.model + "/")]
+        names = [n.split("/", 1)[1] for n in _entries(view.folder) - before.entries
+                 if n.startswith(view.folder.model + "/")]
         readable = read_as_versions(names)
         if not readable:
             return
-        config = _read(target.folder.config_path)
+        config = _read(view.folder.config_path)
         try:
             pinned = config is not None and \
                 model_config.parse(config.decode()).version_policy.WhichOneof("policy_choice") == "specific"
@@ -352,10 +364,10 @@ class InvariantChecker:
                          f"next load fails with NoSuchFile for that version); quarantine outside the version "
                          f"folders or pin the versions")
 
-    def _no_leftovers(self, target: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
+    def _no_leftovers(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
         """Nothing new but the committed files, version folders (invariants 2 and 3 judge those)
         and the quarantine; no model left loaded in Triton but the model itself."""
-        folder = target.folder
+        folder = view.folder
         allowed = {f"{folder.model}/{name}" for name in (CURRENT_JSON, CONFIG_PBTXT)}
         allowed |= {f"{folder.model}/{v}" for v in folder.versions()}
         allowed |= {f"{folder.model}/{p.relative_to(folder.path).parts[0]}" for p in folder.quarantined()}
@@ -364,8 +376,8 @@ class InvariantChecker:
         allowed.add(folder.model)
         new = sorted(_entries(folder) - before.entries - allowed)
         if new:
-            found.add(4, f"left in the repository {target.repository}: {new}")
-        stray = sorted(target.triton.loaded_models() - before.loaded - {self.model})
+            found.add(4, f"left in the repository {view.repository}: {new}")
+        stray = sorted(view.triton.loaded_models() - before.loaded - {self.model})
         if stray:
             found.add(4, f"left loaded in Triton: {stray} (a candidate or staging model never unloaded)")
 

@@ -9,8 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import filelock
 
 from suite.errors import DeployLockedError, RepositoryError
+from suite.files import atomic_write, fsync_path
 from suite.quarantine import DEFAULT_LAYOUT, QuarantineLayout
 
 CURRENT_JSON = "current.json"
@@ -33,33 +32,6 @@ JOURNAL = ".deploy-journal.json"
 def utc_stamp(now: Optional[float] = None) -> str:
     """UTC time as the seed writes it: YYYYMMDDTHHMMSS."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader sees the old bytes or the new ones, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes it 0600: readers running as another user (Triton as uid 1000, the
-        # PostSync hook as 10001) could no longer read it. Keep the file's mode, else 0644.
-        os.fchmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -210,7 +182,7 @@ class ModelFolder:
         except FileNotFoundError:
             pass
         else:
-            _fsync_dir(self.path)
+            fsync_path(self.path)
 
     def version_path(self, version: int) -> Path:
         return self.path / str(version)
@@ -242,7 +214,7 @@ class ModelFolder:
                 )
             _fsync_tree(staged)
             os.rename(staged, target)
-            _fsync_dir(self.path)
+            fsync_path(self.path)
             return True
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # our own staging folder, never a version
@@ -257,7 +229,7 @@ class ModelFolder:
             target = base.with_name(f"{base.name}_{n}")
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(source, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
         return target
 
     def write_current(self, current: Current) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from suite.errors import PlatformError
 from suite.platform import Platform
+from suite.timings import GROUP_WAIT_S
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -239,7 +240,7 @@ def alertmanager_for(platform: Platform, env: str) -> Optional[AlertmanagerConfi
     return load_alertmanager(platform.resolve(monitoring.alertmanager[env]))
 
 
-def for_the_gate(config: AlertmanagerConfig, capture_url: str, timing: str = "1s") -> AlertmanagerConfig:
+def for_the_gate(config: AlertmanagerConfig, capture_url: str, timing: str = f"{GROUP_WAIT_S:g}s") -> AlertmanagerConfig:
     """The same routing with notification URLs sent to the capture receiver (keyed by receiver
     name) and group timings shortened. Routes, matchers and receivers are untouched."""
     body = copy.deepcopy(config.body)

@@ -14,18 +14,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
+from urllib.parse import urlsplit
 
 import requests
 import yaml
 
-from suite.errors import EnvironmentProblem
+from suite.errors import EnvironmentProblem, GateError
+from suite.files import atomic_write
 from suite.monitoring_config import AlertmanagerConfig, RuleSet, for_the_gate, shorten_rules
 from suite.processes import ServerProcess, free_port, stop_all
+from suite.timings import EVALUATION_INTERVAL_S, MAX_FOR_S, MAX_RANGE_S, SCRAPE_INTERVAL_S, TARGETS_REFRESH_S
 
-SCRAPE_INTERVAL = "1s"
-MAX_FOR_SECONDS = 2.0
-MAX_RANGE = "20s"
+if TYPE_CHECKING:
+    from suite.environment import Environment
+
+def _duration(seconds: float) -> str:
+    """Seconds as a Prometheus duration ("1s")."""
+    return f"{seconds:g}s"
 
 
 def find_binary(names: List[str], package: str) -> str:
@@ -181,7 +187,7 @@ class MonitoringStack:
                 servers.append(am_process)
             rules_path = None
             if self.rules.get(target.env) is not None:
-                shortened, rule_changes = shorten_rules(self.rules[target.env], MAX_FOR_SECONDS, MAX_RANGE)
+                shortened, rule_changes = shorten_rules(self.rules[target.env], MAX_FOR_S, _duration(MAX_RANGE_S))
                 changes += rule_changes
                 rules_path = env_dir / "rules.yaml"
                 rules_path.write_text(shortened.to_yaml())
@@ -234,18 +240,17 @@ class MonitoringStack:
                    "labels": {"__tmp_release": t.release, "namespace": t.namespace, "service": "triton",
                               "endpoint": "metrics", "pod": f"triton-{t.env}-0", "container": "triton"}}
                   for t in targets]
-        tmp = self.targets_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups, indent=2))
-        tmp.replace(self.targets_file)
+        atomic_write(self.targets_file, json.dumps(groups, indent=2))
 
     def _prometheus_config(self, target: MonitoredTarget, rules_path: Optional[Path], am_url: Optional[str]) -> dict:
         config: dict = {
-            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL,
+            "global": {"scrape_interval": _duration(SCRAPE_INTERVAL_S),
+                       "evaluation_interval": _duration(EVALUATION_INTERVAL_S),
                        "external_labels": {"prometheus": f"{target.release}/prometheus"}},
             "scrape_configs": [{
                 # kube-prometheus: job "serviceMonitor/<ns>/<name>/0", relabelled to the Service name
                 "job_name": f"serviceMonitor/{target.namespace}/triton/0",
-                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": _duration(TARGETS_REFRESH_S)}],
                 "relabel_configs": [
                     {"source_labels": ["__tmp_release"], "regex": target.release, "action": "keep"},
                     {"target_label": "job", "replacement": "triton"},
@@ -266,3 +271,22 @@ class MonitoringStack:
                 processes.append(env.alertmanager)
         stop_all(processes)
         self.capture.stop()
+
+
+class NoMonitoringConfiguration(GateError):
+    """The manifest has no `monitoring` section: there is nothing of the platform's to check."""
+
+
+def for_platform(platform, environments: Dict[str, "Environment"], workdir: Path, containers=None) -> MonitoringStack:
+    """The platform's rules and Alertmanager configs over the stack's Tritons (not started).
+
+    `containers`: a docker target's plan, to run Prometheus and Alertmanager as its containers."""
+    from suite.monitoring_config import alertmanager_for, rules_for
+
+    if platform.spec.monitoring is None:
+        raise NoMonitoringConfiguration(f"the platform manifest {platform.path} has no `monitoring` section")
+    targets = [MonitoredTarget(env, spec.namespace, spec.release, urlsplit(environments[env].server.endpoints.metrics).netloc)
+               for env, spec in platform.environments.items()]
+    return MonitoringStack(workdir, targets, {env: rules_for(platform, env) for env in platform.environments},
+                           {env: alertmanager_for(platform, env) for env in platform.environments},
+                           containers=containers)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from suite.errors import PlatformError
 from suite.quarantine import QuarantineLayout
 
+
 def _reference_dir() -> Path:
     """The reference platform: `deploy/` in a checkout, `suite/reference/` in an installed copy."""
     here = Path(__file__).resolve().parent
@@ -48,7 +49,7 @@ class EnvironmentSpec(_Strict):
     release: str = Field(min_length=1)
     alert_receiver: Optional[str] = None
     alert_namespaces: Optional[List[str]] = None
-    # None: protected when the environment is named prod (suite/targets/guard.py).
+    # None: protected when the environment is named as production is (PRODUCTION_NAMES).
     protected: Optional[bool] = None
     cluster: Optional[ClusterEndpoints] = None
 
@@ -111,6 +112,15 @@ class PlatformSpec(_Strict):
     images: Optional[ImagesSpec] = None
 
 
+# Environments protected unless the manifest says `protected: false` (suite/targets/guard.py).
+PRODUCTION_NAMES = ("prod", "production")
+
+
+def is_protected(env: str, spec: EnvironmentSpec) -> bool:
+    """`protected:` from the manifest; when absent, an environment named as production is."""
+    return spec.protected if spec.protected is not None else env in PRODUCTION_NAMES
+
+
 class Platform:
     """A validated manifest plus the folder its relative paths are resolved against."""
 
@@ -126,6 +136,16 @@ class Platform:
     @property
     def environments(self) -> Dict[str, EnvironmentSpec]:
         return self.spec.environments
+
+    @property
+    def trial_env(self) -> str:
+        """Where the single-environment deploy and fault scenarios run: the manifest's first
+        environment that is not protected, else its first (every other one is checked untouched)."""
+        unprotected = [env for env, spec in self.environments.items() if not is_protected(env, spec)]
+        return (unprotected or list(self.environments))[0]
+
+    def other_envs(self, env: str) -> List[str]:
+        return [other for other in self.environments if other != env]
 
     def resolve(self, relative: str) -> Path:
         """Return a manifest path made absolute; manifest paths are relative to its folder."""

@@ -10,7 +10,6 @@ from suite.errors import GateError
 from suite.golden import GoldenSet
 from suite.triton_client import TritonControl
 
-
 # An answer slower than this is a failure for the user who waited: the committed version answers
 # in milliseconds (1.6 s at worst seen under a concurrent model load on 2 cores; 4.2 s once with
 # three gate sessions on those 2 cores). Below the slow-model fault's 6 s, which it must catch.
@@ -44,18 +43,18 @@ class ProbeReport:
 class TrafficProbe:
     """Sends the golden batch to the served model (no version: what users get) in a loop.
 
-    Bounded: at most `max_requests` and `max_seconds`, paced by `interval_s`, so it always stops.
+    Bounded: at most `max_requests` and `max_s` seconds, paced by `interval_s`, so it always stops.
     """
 
     def __init__(self, triton: TritonControl, model: str, golden: GoldenSet, interval_s: float = 0.02,
-                 timeout_s: float = 10.0, max_seconds: float = 600.0, max_requests: int = 100_000):
+                 timeout_s: float = 10.0, max_s: float = 600.0, max_requests: int = 100_000):
         # Its own client object: the probe must not share connections with the deployer.
         self.triton = TritonControl(triton.http_url, triton.metrics_url, timeout=timeout_s)
         self.model = model
         self.golden = golden
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self.max_seconds = max_seconds
+        self.max_s = max_s
         self.max_requests = max_requests
         self.report = ProbeReport()
         self._stop = threading.Event()
@@ -69,7 +68,7 @@ class TrafficProbe:
         self.stop()
 
     def run(self) -> ProbeReport:
-        """Probe in the foreground until `max_seconds` or `max_requests` is reached."""
+        """Probe in the foreground until `max_s` or `max_requests` is reached."""
         self._run()
         return self.report
 
@@ -79,10 +78,17 @@ class TrafficProbe:
         return self.report
 
     def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        names = list(self.golden.expected)
-        while not self._stop.is_set() and time.monotonic() < deadline \
-                and self.report.requests < self.max_requests:
+        # The time bound is the stop signal itself, given after `max_s`: it also ends a pause between requests.
+        bound = threading.Timer(self.max_s, self._stop.set)
+        bound.daemon = True
+        bound.start()
+        try:
+            self._send(list(self.golden.expected))
+        finally:
+            bound.cancel()
+
+    def _send(self, names: List[str]) -> None:
+        while not self._stop.is_set() and self.report.requests < self.max_requests:
             start = time.perf_counter()
             problem = None
             try:

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -12,6 +13,7 @@ from typing import Dict, Optional
 import yaml
 
 from suite.errors import RegistryError
+from suite.files import replacing
 from suite.processes import PORT_ATTEMPTS, PortTaken, ServerProcess, free_port
 
 # MLflow's client retries an unreachable server for minutes by default; a deploy should fail
@@ -97,10 +99,9 @@ def keep_empty_store(database: Path) -> None:
         return
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
-        partial = template.with_name(f".{template.name}.{os.getpid()}")
-        with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
+        with replacing(template) as partial, closing(sqlite3.connect(database)) as source, \
+                closing(sqlite3.connect(partial)) as copy:
             source.backup(copy)
-        os.replace(partial, template)
     except (OSError, sqlite3.Error):
         pass  # only a speed-up: the next start migrates a new store again
 

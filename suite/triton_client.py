@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Set
 
@@ -14,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from suite.errors import TritonError
 from suite.golden import triton_datatype
+from suite.waiting import WaitTimeout, wait_for
 
 
 @dataclass(frozen=True)
@@ -69,55 +69,56 @@ class TritonControl:
         return [IndexEntry(e["name"], int(e["version"]) if e.get("version", "").isdigit() else None,
                            e.get("state", ""), e.get("reason", "")) for e in entries]
 
-    def wait_server_ready(self, timeout: float) -> bool:
-        """Whether /v2/health/ready answers 200 within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-        return True
+    def wait_server_ready(self, timeout_s: float) -> None:
+        """Wait until /v2/health/ready answers 200; WaitTimeout after `timeout_s`."""
+        wait_for(self.ready, timeout_s=timeout_s, interval_s=0.1,
+                 awaiting=f"{self.http_url}/v2/health/ready to answer 200")
 
-    def wait_model_ready(self, model: str, version: int, timeout: float) -> None:
+    def wait_model_ready(self, model: str, version: int, timeout_s: float) -> None:
         """Wait for one model version's readiness (also for models outside the repository)."""
-        deadline = time.monotonic() + timeout
-        while not self.model_ready(model, version):
-            if time.monotonic() >= deadline:
-                raise TritonError(f"{model} version {version} is not ready on {self.http_url} after {timeout:.1f} s")
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: self.model_ready(model, version), timeout_s=timeout_s, interval_s=0.05,
+                     awaiting=f"{model} version {version} to be ready on {self.http_url}")
+        except WaitTimeout:
+            raise TritonError(f"{model} version {version} is not ready on {self.http_url} after {timeout_s:.1f} s") \
+                from None
 
-    def wait_model_settled(self, model: str, timeout: float) -> List[IndexEntry]:
-        """Wait until no version of `model` is loading or unloading (or `timeout`); its index entries."""
-        deadline = time.monotonic() + timeout
-        while True:
+    def wait_model_settled(self, model: str, timeout_s: float) -> List[IndexEntry]:
+        """Wait until no version of `model` is loading or unloading; its index entries, also when
+        `timeout_s` ran out first (the caller judges what the index says)."""
+        def entries() -> List[IndexEntry]:
             try:
-                entries = [e for e in self.index() if e.name == model]
+                return [e for e in self.index() if e.name == model]
             except TritonError:
-                entries = []
-            if (entries and not any(e.state in ("LOADING", "UNLOADING") for e in entries)) \
-                    or time.monotonic() >= deadline:
-                return entries
-            time.sleep(0.1)
+                return []
+
+        try:
+            return wait_for(entries, timeout_s=timeout_s, interval_s=0.1,
+                            until=lambda found: found and not any(e.state in ("LOADING", "UNLOADING") for e in found),
+                            awaiting=f"{model} to be neither loading nor unloading on {self.http_url}")
+        except WaitTimeout as timeout:
+            return timeout.last_value
 
     def ready_versions(self, model: str) -> List[int]:
         return sorted(e.version for e in self.index()
                       if e.name == model and e.state == "READY" and e.version is not None)
 
-    def wait_version_ready(self, model: str, version: int, timeout: float) -> None:
+    def wait_version_ready(self, model: str, version: int, timeout_s: float) -> None:
         """Wait until `version` is READY and no other version of the model is still loading or
         unloading (Triton unloads the old version only after the new one is READY), or raise
         with the index as evidence."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def serves_only_settled() -> bool:
             entries = [e for e in self.index() if e.name == model]
             settled = not any(e.state in ("LOADING", "UNLOADING") for e in entries)
-            if settled and self.model_ready(model, version) and version in self.ready_versions(model):
-                return
-            if time.monotonic() >= deadline:
-                raise TritonError(
-                    f"{model} version {version} is not READY on {self.http_url} after {timeout:.1f} s; "
-                    f"repository index: {[e.__dict__ for e in self.index() if e.name == model]}")
-            time.sleep(0.05)
+            return settled and self.model_ready(model, version) and version in self.ready_versions(model)
+
+        try:
+            wait_for(serves_only_settled, timeout_s=timeout_s, interval_s=0.05,
+                     awaiting=f"{model} version {version} to be READY, and settled, on {self.http_url}")
+        except WaitTimeout:
+            raise TritonError(
+                f"{model} version {version} is not READY on {self.http_url} after {timeout_s:.1f} s; "
+                f"repository index: {[e.__dict__ for e in self.index() if e.name == model]}") from None
 
     # -- model control --------------------------------------------------------------------
 
@@ -217,5 +218,5 @@ class MetricSamples:
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
-        return sum(v for n, l, v in self.samples
-                   if n == name and all(l.get(k) == val for k, val in labels.items()))
+        return sum(value for sample_name, sample_labels, value in self.samples
+                   if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items()))

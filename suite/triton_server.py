@@ -1,6 +1,7 @@
 """A real `tritonserver` on this machine, without Docker, from the `nvidia-pytriton` wheel.
 
-The wheel ships Triton 2.51 with the Python backend; DESIGN.md section 3 has the recipe.
+The wheel ships Triton 2.51 with the Python backend; this module finds and starts it (the embedded
+stack of `--target local`, ARCHITECTURE.md).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class TritonEndpoints:
 
 
 def check_numpy() -> None:
-    """numpy 2 breaks every inference through the Python backend stub (DESIGN.md section 3)."""
+    """numpy 2 breaks every inference through the Python backend stub."""
     import numpy
 
     if int(numpy.__version__.split(".")[0]) >= 2:

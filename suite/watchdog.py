@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
-GRACE_SECONDS = 2.0
+from suite.waiting import WaitTimeout, wait_for
+
+GRACE_S = 2.0
 
 
 def _alive(pgid: int) -> bool:
@@ -32,12 +33,14 @@ def _signal(pgid: int, sig: int) -> None:
         pass
 
 
-def end_groups(groups: set[int], grace: float = GRACE_SECONDS) -> None:
+def end_groups(groups: set[int], grace_s: float = GRACE_S) -> None:
     for pgid in groups:
         _signal(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(g) for g in groups):
-        time.sleep(0.05)
+    try:
+        wait_for(lambda: not any(_alive(g) for g in groups), timeout_s=grace_s, interval_s=0.05,
+                 awaiting=f"process groups {sorted(groups)} to end after SIGTERM")
+    except WaitTimeout:
+        pass  # the grace is over: SIGKILL what is left
     for pgid in groups:
         if _alive(pgid):
             _signal(pgid, signal.SIGKILL)

@@ -1,7 +1,7 @@
 """The bench's table: medians, targets and the stage-against-floor verdicts."""
 from __future__ import annotations
 
-from reports.bench import STAGES, table, time_by_module
+from tools.bench import STAGES, table, time_by_module
 
 
 def _summary(seconds_by_module, stage_median=1.0, smoke_calls=(0.5, 0.7)):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from suite.deploy import STAGES
 from suite.model_repo import ModelFolder
 
 
@@ -26,7 +27,7 @@ def test_deploy_command_prints_each_stage_and_exits_0(stack_env, gate_envs, refe
     version = reference_versions["v2"].version
     proc = _run(["deploy", "--env", "prod", "--model", "best_model", "--version", str(version)], stack_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for stage in ("register", "materialize", "load", "ready", "smoke", "commit"):
+    for stage in STAGES:
         assert f"-> {stage}" in proc.stdout and f"  {stage} " in proc.stdout
     assert ModelFolder(gate_envs["prod"].repository, "best_model").read_current().active_version == version
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from suite.defects import Defect, DefectRunner, GateRun, Selection, judge, read_junit
 from suite.platform import REFERENCE_DIR
 from tests.defects import CATALOGUE
+from tools.defects import Defect, DefectRunner, GateRun, Selection, judge, read_junit
 
 BY_ID = {d.id: d for d in CATALOGUE}
 # Two gate runs at a time: on 2 cores one run's waits (servers starting, alerts, traffic)
@@ -17,7 +17,7 @@ JOBS = 2
 
 
 def _param(defect: Defect):
-    # A known gap is not run here (it costs a stack for a known answer); `python -m suite defects` runs it.
+    # A known gap is not run here (it costs a stack for a known answer); `python -m tools.defects` runs it.
     marks = [pytest.mark.xfail(run=False, reason=f"known gap: {defect.known_gap}")] if defect.known_gap else []
     return pytest.param(defect.id, marks=marks, id=defect.id)
 

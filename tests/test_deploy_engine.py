@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields, replace
 
 import pytest
 
 from suite.checks import check_serves_committed
-from suite.deploy import STAGES
+from suite.deploy import DEFAULT_STEPS, ROLLBACK_STEPS, STAGES, DeployContext, DeploySteps
+from suite.errors import GateError
 from suite.model_repo import ModelFolder
 
 
@@ -14,12 +16,13 @@ from suite.model_repo import ModelFolder
 def deploy(gate_stack, gate_platform, gate_golden):
     """The builtin engine itself, returning its DeployResult (the plugin's `deploy` fixture runs
     whichever deployer the platform names)."""
-    from suite.deploy import Deployer, DeployTarget
+    from suite.deploy import Deployer
 
-    def run(env, alias=None, version=None):
+    def run(env, alias=None, version=None, steps=None):
         environment = gate_stack.environments[env]
-        target = DeployTarget(env, environment.repository, environment.triton)
-        return Deployer(gate_stack.registry(), target, gate_platform.model.name, gate_golden).deploy(alias, version)
+        target = environment
+        deployer = Deployer(gate_stack.registry(), target, gate_platform.model.name, gate_golden, steps=steps)
+        return deployer.deploy(alias, version)
 
     return run
 
@@ -73,16 +76,43 @@ def test_unknown_version_names_the_versions_that_exist(dev, deploy):
 
 
 def test_unreadable_current_json_fails_before_touching_anything(tmp_path, gate_golden):
-    from suite.deploy import Deployer, DeployTarget
+    from suite.deploy import Deployer
+    from suite.environment import Environment
     from suite.registry import Registry
     from suite.triton_client import TritonControl
 
     folder = ModelFolder(tmp_path, "best_model")
     folder.path.mkdir()
     folder.current_path.write_bytes(b"{ torn")
-    deployer = Deployer(Registry("http://127.0.0.1:9"), DeployTarget("dev", tmp_path, TritonControl("http://127.0.0.1:9")),
+    deployer = Deployer(Registry("http://127.0.0.1:9"), Environment("dev", tmp_path, TritonControl("http://127.0.0.1:9")),
                         "best_model", gate_golden)
     result = deployer.deploy(version=1)
     assert not result.ok and result.failed_stage == "precheck", result.describe()
     assert "current.json is not valid JSON" in result.error
     assert folder.current_path.read_bytes() == b"{ torn", "a user's current.json is never rewritten or deleted"
+
+
+def test_every_stage_and_rollback_step_is_a_replaceable_step():
+    names = {f.name for f in fields(DeploySteps)}
+    assert set(STAGES) | set(ROLLBACK_STEPS) <= names, sorted(names)
+
+
+def test_a_replaced_stage_runs_in_place_of_the_builtin_one_and_its_failure_rolls_back(dev, deploy,
+                                                                                     reference_versions):
+    """The public extension point, as a platform team uses it: one stage replaced, the rest builtin."""
+    environment, folder = dev
+    committed_before = folder.current_bytes()
+    seen = []
+
+    def refusing_smoke(ctx: DeployContext) -> None:
+        seen.append((ctx.candidate, ctx.version, ctx.materialized))
+        raise GateError("the platform's own smoke check refused it")
+
+    version = reference_versions["v2"].version
+    result = deploy("dev", version=version, steps=replace(DEFAULT_STEPS, smoke=refusing_smoke))
+    assert seen == [(f"{folder.path.name}__candidate", version, True)]
+    assert not result.ok and result.failed_stage == "smoke", result.describe()
+    assert "the platform's own smoke check refused it" in result.error
+    assert [r.outcome for r in result.rollback] == ["passed"] * 4, result.describe()
+    assert folder.current_bytes() == committed_before
+    assert len(folder.quarantined(version)) == 1 and result.quarantined == str(folder.quarantined(version)[0])

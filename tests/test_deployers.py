@@ -7,12 +7,14 @@ from pathlib import Path
 
 from suite.deploy import DeploySettings
 from suite.deployers import CommandDeployer, DeployRequest
+from suite.environment import Environment
 from suite.triton_client import TritonControl
 from tests.proc_utils import wait_group_gone
 
 
 def _request(tmp_path: Path, **overrides) -> DeployRequest:
-    fields = dict(env="dev", repository=tmp_path, triton=TritonControl("http://127.0.0.1:9"), model="m",
+    environment = Environment("dev", tmp_path, TritonControl("http://127.0.0.1:9"), server=None)
+    fields = dict(environment=environment, model="m",
                   mlflow_uri="http://127.0.0.1:8", version=7, settings=DeploySettings(quarantine="q/{version}-{utc}"))
     return DeployRequest(**{**fields, **overrides})
 
@@ -46,7 +48,7 @@ def test_what_the_command_left_running_is_ended_with_it(tmp_path):
 def test_a_command_over_its_time_is_killed_with_its_group(tmp_path):
     marker = tmp_path / "pgid"
     began = time.monotonic()
-    outcome = CommandDeployer(f"echo $$ > {marker}; sleep 60 & sleep 60", timeout=0.5).deploy(_request(tmp_path))
+    outcome = CommandDeployer(f"echo $$ > {marker}; sleep 60 & sleep 60", timeout_s=0.5).deploy(_request(tmp_path))
     assert not outcome.ok and outcome.failed_stage == "timeout" and time.monotonic() - began < 10
     assert wait_group_gone(int(marker.read_text()), within=10) == []
 

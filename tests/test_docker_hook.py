@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from suite.deploy import Deployer, DeployTarget
+from suite.deploy import Deployer
 from suite.golden import load_golden
 from suite.monitoring_config import alertmanager_for, rules_for
 from suite.monitoring_stack import MonitoredTarget, MonitoringStack
@@ -60,7 +60,7 @@ def platform_in_containers(tmp_path_factory, reference, images):
         golden = load_golden(reference.golden_path())
         stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
         for name, environment in stack.environments.items():
-            result = Deployer(stack.registry(), DeployTarget(name, environment.repository, environment.triton),
+            result = Deployer(stack.registry(), environment,
                               reference.model.name, golden).deploy(alias=reference.model.alias)
             assert result.ok, result.describe()
         targets = [MonitoredTarget(name, spec.namespace, spec.release,

@@ -125,7 +125,7 @@ def test_full_repository_reaches_a_command_deployer(run_fault, probe, registered
     deployer, report = probe
     with small_filesystem(gate_workdir / "small-fs-probe") as repository:
         environment = make_environment("small-fs-probe", repository)
-        assert deploy(environment, version=reference_versions["v1"].version).ok
+        assert deploy(environment=environment, version=reference_versions["v1"].version).ok
         run = run_fault(CATALOGUE[FullRepository.name], environment=environment, deployer=deployer)
         environment.server.stop()
     _check(run, report, FullRepository.name, registered_bytes, gate_stack)

@@ -4,16 +4,16 @@ from __future__ import annotations
 import base64
 import copy
 import shutil
-import tomllib
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
+import tomllib
 import yaml
 
-from suite import gitops
-from suite.gitops import EnvExpectation, Obj
 from suite.platform import Platform, default_platform_path, load_platform
+from tools import gitops
+from tools.gitops import EnvExpectation, Obj
 
 BASE = gitops.GITOPS_DIR / "base"
 MONITORING = gitops.REPO_ROOT / "deploy" / "monitoring"

@@ -5,8 +5,16 @@ import pytest
 import yaml
 
 from suite.errors import PlatformError
-from suite.monitoring_config import (fires_when_target_down, for_the_gate, keeps_label, load_alertmanager, load_rules, metric_names,
-                                     resolve_variables, shorten_rules)
+from suite.monitoring_config import (
+    fires_when_target_down,
+    for_the_gate,
+    keeps_label,
+    load_alertmanager,
+    load_rules,
+    metric_names,
+    resolve_variables,
+    shorten_rules,
+)
 from suite.platform import REFERENCE_DIR
 
 MONITORING = REFERENCE_DIR / "monitoring"

@@ -173,7 +173,7 @@ def test_report_format_writes_only_what_was_asked(pytester):
 def test_an_unknown_report_format_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("--report-format", "json,pdf")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--report-format: expected a comma-separated list of json, junit, html; "
+    result.stderr.fnmatch_lines(["*--report-format: expected a comma-separated list of junit, json, html; "
                                  "got 'json,pdf' (pdf unknown)*"])
 
 

@@ -6,11 +6,16 @@ a non-atomic materialize straight into the version folder, and fetch errors swal
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
 import pytest
 
-from suite.deploy import Deployer, DeployTarget
+from suite.deploy import DEFAULT_STEPS, ROLLBACK_STEPS, DeployContext, Deployer
 from suite.deployers import BuiltinDeployer, DeployOutcome, DeployRequest
 from suite.faults import CATALOGUE, mount_faults_unavailable
+from suite.model_repo import ModelFolder
 from suite.registry import Registry
 
 # Which invariants each fault breaks under the sloppy path (at least these must be reported).
@@ -32,28 +37,29 @@ EXPECTED = {
 }
 
 
-class SloppyPath(Deployer):
-    def _rollback(self, result, committed, before_current, before_config) -> None:
-        pass  # the seed's gap: a failed deploy is left as it is
+class DownloadInPlace(ModelFolder):
+    """The seed's download: straight into version folder N, no staging folder, no rename."""
 
-    def _materialize(self, registered, state, journal):
-        from suite import model_config
+    def materialize(self, version: int, fill: Callable[[Path], None]) -> bool:
+        fill(self.version_path(version))
+        return True
 
-        version = registered.version
-        self.folder.write_journal(journal)
-        state["journal"] = True
-        target = self.folder.version_path(version)  # straight into place: not atomic
-        self.registry.download_model_file(self.model, version, target)
-        state["materialized"] = True
-        return model_config.pinned(model_config.read(self.folder.config_path), version)
+
+def left_as_it_is(ctx: DeployContext) -> str:
+    return "not done: the seed has no rollback"
+
+
+# The seed's gaps through the public extension point: a non-atomic download, no rollback step.
+SLOPPY_STEPS = replace(DEFAULT_STEPS, model_folder=DownloadInPlace, **{name: left_as_it_is for name in ROLLBACK_STEPS})
 
 
 class SloppyDeployer(BuiltinDeployer):
     name = "sloppy"
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
-        target = DeployTarget(request.env, request.repository, request.triton)
-        path = SloppyPath(Registry(request.mlflow_uri), target, request.model, self.golden, request.settings)
+        target = request.environment
+        path = Deployer(Registry(request.mlflow_uri), target, request.model, self.golden, request.settings,
+                        steps=SLOPPY_STEPS)
         result = path.deploy(alias=request.alias, version=request.version)
         swallowed = result.failed_stage in ("register", "materialize")  # `fetch || true`
         return DeployOutcome(ok=result.ok or swallowed, failed_stage=result.failed_stage,

@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client import (V1ContainerState, V1ContainerStateRunning, V1ContainerStateWaiting,
-                               V1ContainerStatus, V1ObjectMeta, V1Pod, V1PodCondition, V1PodStatus)
+from kubernetes.client import (
+    V1ContainerState,
+    V1ContainerStateRunning,
+    V1ContainerStateWaiting,
+    V1ContainerStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodCondition,
+    V1PodStatus,
+)
 
 from suite.errors import GateError, PlatformError, StackStartError
 from suite.platform import EnvironmentSpec, load_platform
 from suite.targets import docker as dk
+from suite.targets import guard, k8s, load_target
+from suite.targets.protocol import TargetOptions
 from tests.kube_api import KubeApiStandIn, kubeconfig
-from suite.targets import guard, k8s
 from tests.platform_copies import copy_reference, edit
 
 PROD = EnvironmentSpec(namespace="triton-prod", release="monitoring-prod")
@@ -36,6 +45,10 @@ REFUSED_PROD_CHAOS = (
 # -- the refusal rules ----------------------------------------------------------------------------
 
 
+def _target(name: str):
+    return load_target(name, TargetOptions())
+
+
 def test_prod_is_protected_by_default_and_the_manifest_decides_otherwise():
     assert guard.is_protected("prod", PROD) and not guard.is_protected("dev", DEV)
     assert not guard.is_protected("prod", PROD.model_copy(update={"protected": False}))
@@ -43,9 +56,9 @@ def test_prod_is_protected_by_default_and_the_manifest_decides_otherwise():
 
 
 def test_destructive_scenario_on_prod_is_refused_with_the_exact_message():
-    assert guard.refusal("k8s", ["marked chaos"], ["prod"], SPECS, allow_destructive=False) == REFUSED_PROD_CHAOS
+    assert guard.refusal(_target("k8s"), ["marked chaos"], ["prod"], SPECS, allow_destructive=False) == REFUSED_PROD_CHAOS
     with pytest.raises(guard.DestructiveRefused, match="refused to run a destructive scenario"):
-        guard.check("k8s", ["marked chaos"], ["prod"], SPECS, allow_destructive=False)
+        guard.check(_target("k8s"), ["marked chaos"], ["prod"], SPECS, allow_destructive=False)
 
 
 @pytest.mark.parametrize("target,reasons,envs,allow", [
@@ -56,13 +69,13 @@ def test_destructive_scenario_on_prod_is_refused_with_the_exact_message():
     ("docker", ["marked chaos"], ["prod"], False),
 ])
 def test_what_is_not_refused(target, reasons, envs, allow):
-    assert guard.refusal(target, reasons, envs, SPECS, allow) is None
-    guard.check(target, reasons, envs, SPECS, allow)
+    assert guard.refusal(_target(target), reasons, envs, SPECS, allow) is None
+    guard.check(_target(target), reasons, envs, SPECS, allow)
 
 
 def test_explicitly_protected_env_and_unknown_env_say_so():
     specs = {"dev": DEV.model_copy(update={"protected": True}), "prod": PROD.model_copy(update={"protected": False})}
-    message = guard.refusal("k8s", ["uses fixture deploy"], ["dev", "prod"], specs, False, env_known=False)
+    message = guard.refusal(_target("k8s"), ["uses fixture deploy"], ["dev", "prod"], specs, False, env_known=False)
     assert message is not None
     assert ("(uses fixture deploy) on protected environment 'dev' (namespace triton-dev) (the scenario has no env "
             "parameter, so it may touch every environment)") in message
@@ -214,7 +227,7 @@ def test_model_level_wait_is_not_satisfied_by_a_live_server(tmp_path):
     fake = _FakeTriton()
     (tmp_path / "best_model").mkdir()
     (tmp_path / "best_model" / "current.json").write_text("{}")
-    wait = dk.TritonModelsReady(fake.url, tmp_path, timeout=0.6, poll=0.1)
+    wait = dk.TritonModelsReady(fake.url, tmp_path, timeout_s=0.6, interval_s=0.1)
     assert wait.pending() == ["best_model"]
     with pytest.raises(StackStartError) as raised:
         wait.wait_until_ready(_NoLogs())
@@ -314,7 +327,8 @@ def test_manifest_names_cluster_endpoints_and_stays_strict(tmp_path):
     assert dev.server.endpoints.http == "http://triton.triton-dev.svc:8000"
     assert dev.server.endpoints.grpc == "triton.triton-dev.svc:8001"
     assert dev.server.endpoints.metrics == "http://triton.triton-dev.svc:8002/metrics"
-    assert dev.repository == tmp_path / "pvc" / "dev" and dev.cluster.pod_selector == "app=triton"
+    assert dev.repository == tmp_path / "pvc" / "dev"
+    assert stack.platform.environments["dev"].cluster.pod_selector == "app=triton"
     assert stack.mlflow.uri == "http://mlflow.mlops.svc:5000" and stack.dead_servers() == []
     with pytest.raises(k8s.UnsupportedOnCluster, match="kill Triton of dev"):
         dev.server.kill()
@@ -337,16 +351,16 @@ def test_k8s_stack_needs_cluster_sections_and_a_registry_to_deploy(tmp_path):
 
 
 def test_committed_on_cluster_reads_current_json_and_never_deploys(tmp_path):
-    from fixtures.targets import committed_on_cluster
-
+    target = _target("k8s")
     stack = k8s.ClusterStack(load_platform(_cluster_platform(tmp_path)), environ={})
     folder = tmp_path / "pvc" / "dev" / "best_model"
     folder.mkdir(parents=True)
-    with pytest.raises(pytest.fail.Exception, match="dev has no committed version: expected .*current.json"):
-        committed_on_cluster(stack, "best_model", "dev")
+    with pytest.raises(k8s.NotCommitted, match="dev has no committed version: expected .*current.json"):
+        target.committed_version(stack, "best_model", "dev")
     (folder / "current.json").write_text('{"active_version": 7, "run_id": "r", "alias": "A", '
                                          '"updated_at_utc": "20261126T120000"}')
-    assert committed_on_cluster(stack, "best_model", "dev") == 7
+    assert target.committed_version(stack, "best_model", "dev") == 7
+    assert not target.deploys and target.guarded
 
 
 def test_prometheus_target_evaluation():
@@ -387,10 +401,6 @@ def gate_stack():
 
 SCENARIOS = """
 import pytest
-
-@pytest.fixture(params=["dev", "prod"])
-def env(request):
-    return request.param
 
 @pytest.mark.chaos
 def test_chaos(env, gate_stack):
@@ -504,11 +514,11 @@ def test_gate_workdir_is_per_xdist_worker(pytester):
 def running_platform(tmp_path_factory):
     """A platform that already runs and has v1 committed in dev and prod (here the embedded stack,
     started outside the gate), as the k8s target finds one."""
-    from suite.deploy import Deployer, DeployTarget
+    from suite.deploy import Deployer
     from suite.golden import load_golden
     from suite.platform import default_platform_path
     from suite.reference_model import build_onnx
-    from suite.stack import LocalStack
+    from suite.targets.local import LocalStack
 
     reference = load_platform(default_platform_path())
     golden = load_golden(reference.golden_path())
@@ -516,7 +526,7 @@ def running_platform(tmp_path_factory):
     try:
         stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
         for name, environment in stack.environments.items():
-            result = Deployer(stack.registry(), DeployTarget(name, environment.repository, environment.triton),
+            result = Deployer(stack.registry(), environment,
                               reference.model.name, golden).deploy(alias=reference.model.alias)
             assert result.ok, result.describe()
         yield stack
@@ -555,3 +565,53 @@ def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_p
     result.assert_outcomes(passed=1, failed=1, skipped=0)
     result.stdout.fnmatch_lines(["*test_triton_pods_running_and_ready?prod?*",
                                  "*pod triton-7d9f-x2: container triton not ready (waiting: ContainerCreating, 0 restarts)*"])
+
+
+# -- a new target: one module and one line in suite.targets.TARGETS -------------------------------
+
+NEW_TARGET = '''
+"""A target written the way the README's "Extending" section says: one module, one class."""
+from suite.targets.local import LocalStack
+from suite.targets.protocol import TargetOptions
+
+
+class WorkdirTarget:
+    name, title, deploys, guarded = "workdir", "workdir stack", True, False
+
+    def __init__(self, options: TargetOptions):
+        self.options = options
+
+    def problem(self):
+        return None
+
+    def start_stack(self, platform, workdir):
+        stack = LocalStack(workdir / "own", platform.environments).start()
+        (workdir / "started-by-the-new-target").write_text("yes")
+        return stack
+
+    def monitoring(self, platform, stack, workdir):
+        from suite.monitoring_stack import for_platform
+
+        return for_platform(platform, stack.environments, workdir)
+
+    def committed_version(self, stack, model, env):
+        raise NotImplementedError
+'''
+
+REGISTER = '''
+from suite.targets import TARGETS
+
+TARGETS["workdir"] = "new_target:WorkdirTarget"  # the one registry line
+'''
+
+
+def test_a_new_target_is_one_module_and_one_registry_line(pytester):
+    """Nothing else of the gate names a target: the smoke subset runs on real servers it started."""
+    pytester.makepyfile(new_target=NEW_TARGET, register_new_target=REGISTER)
+    # -p: the registry line must run before the command line is parsed, as an edit of TARGETS would.
+    result = pytester.runpytest_subprocess("-p", "register_new_target", "--pyargs", "scenarios", "-m", "smoke",
+                                           "--target", "workdir",
+                                           "--gate-workdir", "work", "-p", "no:randomly", timeout=600)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 10 and "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
+    assert (pytester.path / "work" / "main" / "started-by-the-new-target").read_text() == "yes"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from suite.defects import Selection
 from tests.deployers.zoo import FAULT, ISOLATION, OLDER, ZOO, run_deployer, run_zoo
+from tools.defects import Selection
 
 BY_NAME = {d.name: d for d in ZOO}
 JOBS = 2  # two gate runs at a time: on 2 cores one run's waits overlap the other's work

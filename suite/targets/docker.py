@@ -3,24 +3,30 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import requests
 
+from suite.environment import Environment
 from suite.errors import GateError, StackStartError
 from suite.processes import free_port
+from suite.run_id import new_run_id
 from suite.targets.engine import SESSION_LABEL, SESSION_VARIABLE
 from suite.targets.mounts import propagating
-from suite.triton_client import TritonControl
+from suite.targets.protocol import TargetOptions
+from suite.timings import CONTAINER_POLL_S, CONTAINER_READY_S
 from suite.triton_server import TritonEndpoints
+from suite.waiting import WaitTimeout, wait_for
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
+
+    from suite.monitoring_stack import MonitoringStack
+    from suite.platform import Platform
 
 # Built by `make images` from deploy/images/ (suite/targets/images.py), without any image registry:
 # Triton 2.51.0 CPU, the same server as the embedded stack's nvidia-pytriton 0.7.0, so both targets
@@ -112,11 +118,12 @@ class TritonModelsReady:
     """Wait until the server is live and every committed model is READY: a server that answers
     /v2/health/ready before a startup model loaded (or with it failed) is not a usable stack."""
 
-    def __init__(self, http_url: str, repository: Path, timeout: float = 120.0, poll: float = 0.5):
+    def __init__(self, http_url: str, repository: Path, timeout_s: float = CONTAINER_READY_S,
+                 interval_s: float = CONTAINER_POLL_S):
         self.http_url = http_url.rstrip("/")
         self.repository = Path(repository)
-        self.timeout = timeout
-        self.poll = poll
+        self.timeout_s = timeout_s
+        self.interval_s = interval_s
 
     def models(self) -> List[str]:
         if not self.repository.is_dir():
@@ -134,39 +141,33 @@ class TritonModelsReady:
             return [f"server not answering ({type(exc).__name__})"]
 
     def wait_until_ready(self, container: "DockerContainer") -> None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            pending = self.pending()
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                raise StackStartError(
-                    f"Triton container {container.image} at {self.http_url}: expected the server live and "
-                    f"models {self.models()} READY within {self.timeout:.0f} s; still waiting for {pending}. "
-                    f"Last lines of its log:\n{_log_tail(container)}")
-            time.sleep(self.poll)
+        try:
+            wait_for(self.pending, until=lambda pending: not pending, timeout_s=self.timeout_s,
+                     interval_s=self.interval_s, awaiting=f"Triton at {self.http_url} live with its models READY")
+        except WaitTimeout as timeout:
+            raise StackStartError(
+                f"Triton container {container.image} at {self.http_url}: expected the server live and "
+                f"models {self.models()} READY within {self.timeout_s:.0f} s; still waiting for {timeout.last_value}. "
+                f"Last lines of its log:\n{_log_tail(container)}") from None
 
 
 class HttpReady:
     """Wait for one URL to answer 200 (MLflow /health, Prometheus and Alertmanager /-/ready)."""
 
-    def __init__(self, url: str, timeout: float = 120.0, poll: float = 0.5):
-        self.url, self.timeout, self.poll = url, timeout, poll
+    def __init__(self, url: str, timeout_s: float = CONTAINER_READY_S, interval_s: float = CONTAINER_POLL_S):
+        self.url, self.timeout_s, self.interval_s = url, timeout_s, interval_s
 
     def wait_until_ready(self, container: "DockerContainer") -> None:
-        deadline = time.monotonic() + self.timeout
-        seen = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                status = requests.get(self.url, timeout=2).status_code
-                if status == 200:
-                    return
-                seen = f"HTTP {status}"
-            except requests.RequestException as exc:
-                seen = type(exc).__name__
-            time.sleep(self.poll)
-        raise StackStartError(f"container {container.image}: expected 200 from {self.url} within "
-                              f"{self.timeout:.0f} s, last seen {seen}. Last lines of its log:\n{_log_tail(container)}")
+        try:
+            wait_for(lambda: requests.get(self.url, timeout=2).status_code, until=lambda status: status == 200,
+                     transient=(requests.RequestException,), timeout_s=self.timeout_s, interval_s=self.interval_s,
+                     awaiting=f"200 from {self.url}")
+        except WaitTimeout as timeout:
+            seen = (type(timeout.last_error).__name__ if timeout.last_error is not None
+                    else f"HTTP {timeout.last_value}" if timeout.last_value is not None else "no answer")
+            raise StackStartError(f"container {container.image}: expected 200 from {self.url} within "
+                                  f"{self.timeout_s:.0f} s, last seen {seen}. Last lines of its log:\n"
+                                  f"{_log_tail(container)}") from None
 
 
 def _log_tail(container: "DockerContainer", lines: int = 30) -> str:
@@ -177,11 +178,19 @@ def _log_tail(container: "DockerContainer", lines: int = 30) -> str:
         return f"(log unavailable: {exc})"
 
 
-def _host_network(container: "DockerContainer") -> None:
-    # Host networking: every server binds 127.0.0.1 on a free port given on its command line.
-    # Published ports need a bridge, which these engines do not have (DESIGN §3b): never use them.
-    # with_kwargs() replaces the extra arguments: keep the labels given at construction.
-    container.with_kwargs(**{**container._kwargs, "network_mode": "host"})
+def _created(container: "DockerContainer") -> bool:
+    """Whether the engine has (had) this container: testcontainers creates it in start()."""
+    from testcontainers.core.exceptions import ContainerStartException
+
+    try:
+        container.get_wrapped_container()
+        return True
+    except ContainerStartException:
+        return False
+
+
+def _name(container: "DockerContainer") -> str:
+    return container.get_wrapped_container().name if _created(container) else f"(not created, {container.image})"
 
 
 @dataclass
@@ -211,8 +220,10 @@ class ContainerPlan:
         testcontainers_config.ryuk_disabled = True
 
         name = f"triton-gate-{self.run_id}-{role}" + (f"-{env}" if env else "")
+        # Host networking: every server binds 127.0.0.1 on a free port given on its command line.
+        # Published ports need a bridge, which these engines do not have: never use them.
         return DockerContainer(image, docker_client_kw={"version": self.api_version}, name=name,
-                               labels=self.labels(role, env))
+                               labels=self.labels(role, env), network_mode="host")
 
     def triton(self, env: str, repository: Path) -> "tuple[DockerContainer, TritonEndpoints]":
         container = self._container(self.images.triton, "triton", env)
@@ -221,7 +232,6 @@ class ContainerPlan:
         # rslave: the fault scenarios mount tmpfs / read-only binds under the repository on the
         # host after the container started; without propagation the container would not see them.
         container.with_volume_mapping(str(Path(repository).resolve()), MODELS_DIR, "rw,rslave")
-        _host_network(container)
         endpoints = TritonEndpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}",
                                     f"http://127.0.0.1:{metrics}/metrics")
         container.waiting_for(TritonModelsReady(endpoints.http, repository))  # type: ignore[arg-type]
@@ -236,7 +246,6 @@ class ContainerPlan:
         # As for the embedded server: the job runner and huey consumers are not needed.
         container.with_env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         container.with_volume_mapping(str(Path(store).resolve()), "/mlflow", "rw")
-        _host_network(container)
         uri = f"http://127.0.0.1:{port}"
         container.waiting_for(HttpReady(f"{uri}/health"))  # type: ignore[arg-type]
         return container, uri
@@ -248,7 +257,6 @@ class ContainerPlan:
         container = self._container(getattr(self.images, role), role, env)
         container.with_command(args)
         container.with_volume_mapping(str(Path(workdir).resolve()), str(Path(workdir).resolve()), "rw")
-        _host_network(container)
         container.waiting_for(HttpReady(ready_url))  # type: ignore[arg-type]
         return MonitoringContainer(f"{role}[{env}]", container)
 
@@ -263,17 +271,12 @@ class MonitoringContainer:
         self.container.start()
 
     def stop(self) -> None:
-        if getattr(self.container, "_container", None) is not None:
+        if _created(self.container):
             self.container.stop()
 
     def running(self) -> bool:
         self.container.reload()
         return self.container.status == "running"
-
-
-def new_run_id(worker: Optional[str] = None) -> str:
-    """Unique per session and per xdist worker: labels and names of one run never collide."""
-    return f"{uuid.uuid4().hex[:8]}-{worker or 'main'}"
 
 
 class ContainerServer:
@@ -284,14 +287,14 @@ class ContainerServer:
         self.container = container
         self.endpoints = endpoints
         self.repository = repository
-        self.process = None  # no local process: dead_servers() asks Docker instead
+        self.ready = TritonModelsReady(endpoints.http, repository)  # the plan's wait, again after a restart
 
     def start(self) -> None:
-        if getattr(self.container, "_container", None) is None:
+        if not _created(self.container):
             self.container.start()
             return
         self.container.get_wrapped_container().start()  # same ports, same bind mounts
-        self.container._wait_strategy.wait_until_ready(self.container)  # type: ignore[union-attr]
+        self.ready.wait_until_ready(self.container)
 
     def kill(self) -> None:
         self.container.get_wrapped_container().kill()
@@ -314,14 +317,6 @@ class ContainerServer:
         return self.container.status == "running"
 
 
-@dataclass
-class DockerEnvironment:
-    name: str
-    repository: Path
-    server: ContainerServer
-    triton: TritonControl
-
-
 class DockerMlflow:
     def __init__(self, container: "DockerContainer", uri: str, store: Path):
         self.container, self.uri, self.workdir = container, uri, store
@@ -339,23 +334,25 @@ class DockerStack:
         self.workdir = Path(workdir)
         self.plan = ContainerPlan(run_id, self.workdir, images, api_version)
         self.env_names: Sequence[str] = list(env_names)
-        self.environments: Dict[str, DockerEnvironment] = {}
+        self.environments: Dict[str, Environment] = {}
         store = self.workdir / "mlflow"
         container, uri = self.plan.mlflow(store)
         self.mlflow = DockerMlflow(container, uri, store)
         for name in self.env_names:
             repository = self.workdir / "model-repository" / name
             triton, endpoints = self.plan.triton(name, repository)
-            self.environments[name] = DockerEnvironment(
-                name, repository, ContainerServer(name, triton, endpoints, repository),
-                TritonControl(endpoints.http, endpoints.metrics))
+            self.environments[name] = Environment.serving(name, repository,
+                                                          ContainerServer(name, triton, endpoints, repository))
         self._registry = None
         self._mounts = ExitStack()
         self._extra: List["DockerContainer"] = []
         self.timings: Dict[str, float] = {}
 
     def containers(self) -> List["DockerContainer"]:
-        return [self.mlflow.container] + [e.server.container for e in self.environments.values()]
+        return [self.mlflow.container] + [self._server(env).container for env in self.environments]
+
+    def _server(self, env: str) -> ContainerServer:
+        return self.environments[env].server  # type: ignore[return-value]  # built as one above
 
     @property
     def monitoring_containers(self) -> ContainerPlan:
@@ -389,7 +386,7 @@ class DockerStack:
     def _start_all(self) -> None:
         """All containers at once (MLflow takes the longest); each one's start time is kept."""
         roles = {"mlflow": self.mlflow.container,
-                 **{f"triton-{name}": env.server.container for name, env in self.environments.items()}}
+                 **{f"triton-{env}": self._server(env).container for env in self.environments}}
 
         def start(role: str) -> float:
             begin = time.perf_counter()
@@ -411,10 +408,10 @@ class DockerStack:
             try:
                 container.reload()
                 if container.status != "running":
-                    dead.append(f"container {container._name} ({container.image}) is {container.status}. "
+                    dead.append(f"container {_name(container)} ({container.image}) is {container.status}. "
                                 f"Last lines of its log:\n{_log_tail(container)}")
             except Exception as exc:  # noqa: BLE001 - a vanished container is as dead as an exited one
-                dead.append(f"container {container._name} ({container.image}) cannot be inspected: {exc}")
+                dead.append(f"container {_name(container)} ({container.image}) cannot be inspected: {exc}")
         return dead
 
     def registry(self):
@@ -424,20 +421,62 @@ class DockerStack:
             self._registry = Registry(self.mlflow.uri)
         return self._registry
 
-    def extra_environment(self, name: str, repository: Path) -> DockerEnvironment:
+    def describe(self) -> Dict[str, str]:
+        return {f"image {key}": image for key, image in vars(self.plan.images).items()}
+
+    def extra_environment(self, name: str, repository: Path) -> Environment:
         """One more Triton container on its own repository (a fault's small filesystem); the caller
         stops it (which removes it)."""
         container, endpoints = self.plan.triton(name, repository)
         server = ContainerServer(name, container, endpoints, repository)
         self._extra.append(container)
         server.start()
-        return DockerEnvironment(name, repository, server, TritonControl(endpoints.http, endpoints.metrics))
+        return Environment.serving(name, repository, server)
 
     def stop(self) -> None:
         for container in self.containers() + self._extra:
-            if getattr(container, "_container", None) is not None:
+            if _created(container):
                 try:
                     container.stop()  # removes the container (force) and its anonymous volumes
                 except Exception:  # noqa: BLE001 - keep removing the others; the engine wrapper reaps leftovers
                     pass
         self._mounts.close()
+
+
+class DockerTarget:
+    """The embedded stack's servers as containers of a Docker engine (`make images` builds them);
+    thrown away at the end like the embedded stack."""
+
+    name: ClassVar[str] = "docker"
+    title: ClassVar[str] = "docker stack"
+    deploys: ClassVar[bool] = True
+    guarded: ClassVar[bool] = False
+
+    def __init__(self, options: TargetOptions = TargetOptions()):
+        self.options = options
+        self._problem: Optional[str] = None
+        self._probed = False
+
+    def problem(self) -> Optional[str]:
+        if not self._probed:
+            self._problem, self._probed = engine_problem(), True
+        return self._problem
+
+    def start_stack(self, platform: "Platform", workdir: Path) -> DockerStack:
+        images = Images.choose(platform.spec.images, self.options.triton_image)
+        stack = DockerStack(workdir, platform.environments, images, new_run_id(os.environ.get("PYTEST_XDIST_WORKER")))
+        try:
+            return stack.start()
+        except GateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - docker.errors.*: image refused, port taken, bad mount
+            raise StackStartError(f"the engine refused to run a container ({exc}). "
+                                  f"Images used: {vars(stack.plan.images)}.") from exc
+
+    def monitoring(self, platform: "Platform", stack: DockerStack, workdir: Path) -> "MonitoringStack":
+        from suite.monitoring_stack import for_platform
+
+        return for_platform(platform, stack.environments, workdir, containers=stack.plan)
+
+    def committed_version(self, stack: DockerStack, model: str, env: str) -> int:
+        raise NotImplementedError("the docker target deploys: the baseline knows what it committed")

@@ -2,8 +2,8 @@
 
 `python -m suite.targets.engine run -- CMD...` runs CMD with DOCKER_HOST pointing at an engine.
 When none answers and this is root, it installs Debian's `docker.io` if missing and starts
-`dockerd` in its own session: no bridge, no iptables (the project's traffic stays on 127.0.0.1,
-DESIGN §3b), its data root under the project's `build/docker` (images survive the run), its
+`dockerd` in its own session: no bridge, no iptables (the project's traffic stays on 127.0.0.1),
+its data root under the project's `build/docker` (images survive the run), its
 socket and state in a fresh folder under /run. At the end, even after Ctrl-C, it removes every
 container of this run (label `io.triton-gate.session`) and stops the dockerd it started, by pid.
 """
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import filelock
 
 from suite.errors import GateError
 from suite.targets.mounts import mounts
+from suite.waiting import WaitTimeout, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 DATA_ROOT = PROJECT / "build" / "docker"
@@ -41,8 +41,8 @@ class EngineError(GateError):
 
 def answers(host: Optional[str], timeout: float = 3.0) -> bool:
     import docker
-    from docker.errors import DockerException
     import requests
+    from docker.errors import DockerException
 
     try:
         client = docker.DockerClient(base_url=host or "unix:///var/run/docker.sock", version="auto",
@@ -104,14 +104,21 @@ class OwnEngine:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not answers(self.host, timeout=2):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
-                self.stop()
-                raise EngineError(f"dockerd did not answer at {self.host} within {READY_TIMEOUT_S} s "
-                                  f"(exit code {self.process.returncode}); last lines of {self.log_path}:\n{tail}")
-            time.sleep(0.3)
+        def answered_or_exited() -> Optional[str]:
+            if answers(self.host, timeout=2):
+                return "answers"
+            return "exited" if self.process.poll() is not None else None
+
+        try:
+            outcome = wait_for(answered_or_exited, timeout_s=READY_TIMEOUT_S, interval_s=0.3,
+                               awaiting=f"dockerd to answer at {self.host}")
+        except WaitTimeout:
+            outcome = "silent"
+        if outcome != "answers":
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
+            self.stop()
+            raise EngineError(f"dockerd did not answer at {self.host} within {READY_TIMEOUT_S} s "
+                              f"(exit code {self.process.returncode}); last lines of {self.log_path}:\n{tail}")
         return self
 
     def stop(self) -> None:

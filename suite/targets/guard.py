@@ -1,10 +1,13 @@
 """Which environments are protected, and the refusal of destructive scenarios on them."""
 from __future__ import annotations
 
-from typing import Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Mapping, Optional, Sequence
 
 from suite.errors import GateError
-from suite.platform import EnvironmentSpec
+from suite.platform import EnvironmentSpec, is_protected
+
+if TYPE_CHECKING:
+    from suite.targets.protocol import Target
 
 # Markers of scenarios that change what the platform serves (deploys, faults, kills).
 DESTRUCTIVE_MARKERS = ("chaos", "deploy")
@@ -12,17 +15,12 @@ DESTRUCTIVE_MARKERS = ("chaos", "deploy")
 # its marker (the live alert scenarios kill Triton and deploy a slow model).
 CHANGING_FIXTURES = ("deploy", "run_fault", "make_environment", "register_model",
                      "make_model_version", "reference_versions")
-# Only a shared, long-lived platform can be harmed: the gate's own stacks are thrown away.
-GUARDED_TARGETS = ("k8s",)
 
 
 class DestructiveRefused(GateError):
     """Raised when a destructive scenario would run on a protected environment without permission."""
 
 
-def is_protected(name: str, spec: EnvironmentSpec) -> bool:
-    """`protected:` from the manifest; when absent, prod is protected and nothing else."""
-    return spec.protected if spec.protected is not None else name == "prod"
 
 
 def destructive_reasons(markers: Iterable[str], fixtures: Iterable[str] = ()) -> List[str]:
@@ -32,22 +30,23 @@ def destructive_reasons(markers: Iterable[str], fixtures: Iterable[str] = ()) ->
     return marked or used[:1]
 
 
-def refusal(target: str, reasons: Sequence[str], envs: Iterable[str],
+def refusal(target: "Target", reasons: Sequence[str], envs: Iterable[str],
             specs: Mapping[str, EnvironmentSpec], allow_destructive: bool,
             env_known: bool = True) -> Optional[str]:
     """The refusal message for a scenario (`reasons` from destructive_reasons), or None.
 
-    `env_known` False: the scenario names no environment, so it may touch all of `envs`."""
-    if target not in GUARDED_TARGETS or not reasons or allow_destructive:
+    `env_known` False: the scenario names no environment, so it may touch all of `envs`. Only a
+    guarded target (a shared, long-lived platform) can be harmed: the gate's own stacks are thrown away."""
+    if not target.guarded or not reasons or allow_destructive:
         return None
     protected = [e for e in envs if e in specs and is_protected(e, specs[e])]
     if not protected:
         return None
     env = protected[0]
     how = ("marked `protected: true` in the platform manifest" if specs[env].protected
-           else "protected by default because it is named prod")
+           else f"protected by default because it is named {env}")
     scope = "" if env_known else " (the scenario has no env parameter, so it may touch every environment)"
-    return (f"--target {target}: refused to run a destructive scenario ({', '.join(reasons)}) "
+    return (f"--target {target.name}: refused to run a destructive scenario ({', '.join(reasons)}) "
             f"on protected environment {env!r} (namespace {specs[env].namespace}){scope}. "
             f"Expected --allow-destructive for a protected environment; seen: {env} is {how} and "
             f"--allow-destructive was not given. To run it: pass --allow-destructive (it changes what "
@@ -55,7 +54,7 @@ def refusal(target: str, reasons: Sequence[str], envs: Iterable[str],
             f"a read-only subset with -m smoke.")
 
 
-def check(target: str, reasons: Sequence[str], envs: Iterable[str],
+def check(target: "Target", reasons: Sequence[str], envs: Iterable[str],
           specs: Mapping[str, EnvironmentSpec], allow_destructive: bool, env_known: bool = True) -> None:
     """Raise DestructiveRefused with the refusal message when the scenario may not run."""
     message = refusal(target, reasons, envs, specs, allow_destructive, env_known)

@@ -5,13 +5,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
 
+from suite.environment import Environment
 from suite.errors import GateError
 from suite.platform import ClusterEndpoints, Platform
+from suite.targets.protocol import TargetOptions
 from suite.triton_client import TritonControl
 from suite.triton_server import TritonEndpoints
 
@@ -156,16 +158,6 @@ class ClusterServer:
         return TritonControl(self.endpoints.http).live()
 
 
-@dataclass
-class ClusterEnvironment:
-    name: str
-    namespace: str
-    repository: Optional[Path]  # None: the manifest names no model_repository for the env
-    server: ClusterServer
-    triton: TritonControl
-    cluster: ClusterEndpoints
-
-
 class ClusterMlflow:
     def __init__(self, uri: Optional[str]):
         self.uri = uri
@@ -184,14 +176,13 @@ class ClusterStack:
                 f"per environment at least `cluster: {{triton_url: http://triton.<namespace>.svc:8000}}` "
                 f"(and prometheus_url, alertmanager_url, model_repository for the checks that use them).")
         self.platform = platform
-        self.environments: Dict[str, ClusterEnvironment] = {}
+        self.environments: Dict[str, Environment] = {}
         for name, spec in platform.environments.items():
             cluster = spec.cluster
             assert cluster is not None
-            endpoints = triton_endpoints(cluster)
-            self.environments[name] = ClusterEnvironment(
-                name, spec.namespace, Path(cluster.model_repository) if cluster.model_repository else None,
-                ClusterServer(name, endpoints), TritonControl(endpoints.http, endpoints.metrics), cluster)
+            repository = Path(cluster.model_repository) if cluster.model_repository else None
+            self.environments[name] = Environment.serving(name, repository, ClusterServer(name, triton_endpoints(cluster)))
+        self.timings: Dict[str, float] = {}
         uri = platform.spec.registry.mlflow_url if platform.spec.registry else environ.get("MLFLOW_TRACKING_URI")
         self.mlflow = ClusterMlflow(uri)
         self._registry = None
@@ -206,16 +197,75 @@ class ClusterStack:
             self._registry = Registry(self.mlflow.uri)
         return self._registry
 
-    @property
-    def runtime(self):
+    def extra_environment(self, name: str, repository: Path) -> Environment:
         raise UnsupportedOnCluster("--target k8s: extra environments (make_environment) start embedded Triton "
                                    "servers; expected --target local or docker for the scenarios that need them.")
+
+    def describe(self) -> Dict[str, str]:
+        return {"cluster": "the platform's own, read through the manifest's `cluster:` endpoints"}
 
     def dead_servers(self) -> List[str]:
         return []  # the cluster restarts its own pods; the pod check reports what is not ready
 
     def stop(self) -> None:
         pass
+
+
+class ClusterTarget:
+    """A running cluster: nothing is started or stopped, destructive scenarios are refused on
+    protected environments, and the smoke subset reads what the platform committed."""
+
+    name: ClassVar[str] = "k8s"
+    title: ClassVar[str] = "cluster"
+    deploys: ClassVar[bool] = False
+    guarded: ClassVar[bool] = True
+
+    def __init__(self, options: TargetOptions = TargetOptions()):
+        self.options = options
+        self._problem: Optional[str] = None
+        self._probed = False
+
+    def problem(self) -> Optional[str]:
+        if not self._probed:
+            self._problem, self._probed = cluster_problem(self.options.kubeconfig, self.options.kube_context), True
+        return self._problem
+
+    def start_stack(self, platform: Platform, workdir: Path) -> ClusterStack:
+        return ClusterStack(platform)
+
+    def client(self) -> "ApiClient":
+        """The Kubernetes API, for the checks only a cluster has (pods, RBAC)."""
+        return load_client(self.options.kubeconfig, self.options.kube_context)
+
+    def monitoring(self, platform: Platform, stack: ClusterStack, workdir: Path) -> "ClusterMonitoringSet":
+        return ClusterMonitoringSet({
+            name: ClusterMonitoring(name, spec.release, spec.cluster.prometheus_url if spec.cluster else None,
+                                    spec.cluster.alertmanager_url if spec.cluster else None)
+            for name, spec in platform.environments.items()})
+
+    def committed_version(self, stack: ClusterStack, model: str, env: str) -> int:
+        """The smoke never deploys: it reads what the platform committed, or says what is missing."""
+        from suite.model_repo import ModelFolder
+
+        repository = stack.environments[env].repository
+        if repository is None:
+            raise NotCommitted(f"--target k8s: {env} names no `cluster.model_repository` in the manifest; expected "
+                               f"the path where the gate's pod mounts the model repository PVC, to read current.json",
+                               skip=True)
+        current = ModelFolder(repository, model).read_current()
+        if current is None:
+            raise NotCommitted(f"--target k8s: {env} has no committed version: expected {repository}/{model}/"
+                               f"current.json (written by the deploy path), found none. Deploy first; the k8s "
+                               f"smoke subset never deploys.")
+        return current.active_version
+
+
+class NotCommitted(GateError):
+    """A cluster environment has no committed version to check (`skip`: the manifest cannot say)."""
+
+    def __init__(self, message: str, skip: bool = False):
+        super().__init__(message)
+        self.skip = skip
 
 
 # -- monitoring -------------------------------------------------------------------------------
@@ -229,6 +279,7 @@ class ClusterMonitoring:
     release: str
     prometheus_url: Optional[str]
     alertmanager_url: Optional[str]
+    changes: tuple = ()  # the gate changes nothing of a cluster's configuration
 
     def _prometheus(self, path: str, **params: str) -> dict:
         if not self.prometheus_url:
@@ -254,6 +305,20 @@ class ClusterMonitoring:
         response = requests.get(f"{self.alertmanager_url.rstrip('/')}/api/v2/status", timeout=10)
         response.raise_for_status()
         return response.json()["config"]["original"]
+
+
+@dataclass
+class ClusterMonitoringSet:
+    """The cluster's own monitoring, per environment; nothing to start or stop."""
+
+    environments: Dict[str, ClusterMonitoring]
+    capture: None = None  # no capture receiver: alerts are never posted on a shared platform
+
+    def start(self) -> "ClusterMonitoringSet":
+        return self
+
+    def stop(self) -> None:
+        pass
 
 
 def target_problems(targets: List[dict], namespace: str, other_namespaces: List[str]) -> List[str]:

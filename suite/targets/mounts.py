@@ -1,7 +1,7 @@
 """Mount propagation for `--target docker`: the fault scenarios mount under the model repository
 on the host while Triton runs in a container, which sees those mounts only through an `rslave`
-bind, and Docker accepts `rslave` only from a shared or slave mount (DESIGN §3b: `/` is private
-on these machines)."""
+bind, and Docker accepts `rslave` only from a shared or slave mount (`/` is private on these
+machines)."""
 from __future__ import annotations
 
 import os

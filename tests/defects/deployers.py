@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, List
 
-from suite.defects import Defect, Selection
+from tools.defects import Defect, Selection
 
 SCRIPT = Path(__file__).resolve().parent / "seeded_deployer.py"
 

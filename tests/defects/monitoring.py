@@ -8,8 +8,8 @@ from typing import Callable, List
 
 import yaml
 
-from suite.defects import Defect, Selection
 from tests.platform_copies import edit
+from tools.defects import Defect, Selection
 
 MON = "monitoring"
 # Selections: small, and shared by defects so the reference runs each one once.

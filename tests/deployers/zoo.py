@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from suite.defects import GateRun, Selection
 from suite.platform import REFERENCE_DIR
+from tools.defects import GateRun, Selection
 
 HERE = Path(__file__).resolve().parent
 SELECTION = Selection(marker="deploy or chaos")
@@ -205,7 +205,7 @@ class ZooRun:
 
 
 def run_deployer(deployer: ZooDeployer, workdir: Path, selection: Selection = SELECTION) -> ZooRun:
-    from suite.defects import run_gate
+    from tools.defects import run_gate
 
     workdir.mkdir(parents=True, exist_ok=True)
     manifest = deployer.write_platform(workdir / "platform")
@@ -226,7 +226,7 @@ def run_zoo(deployers, workdir: Path, jobs: int = 2) -> Dict[str, Future]:
 
 def collect(selection: Selection = SELECTION) -> List[str]:
     """The node ids (relative to scenarios/) a selection runs, as pytest collects them."""
-    from suite.defects import ROOT, SCENARIOS
+    from tools.defects import ROOT, SCENARIOS
 
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *selection.args()],
                           cwd=ROOT, capture_output=True, text=True, check=True)

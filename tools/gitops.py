@@ -123,7 +123,7 @@ def validate_schemas(objects: Iterable[Obj], version: str = KUBERNETES_VERSION) 
             problems.append(f"{ref(obj)}: schema {version}: {path}: {exc.message}")
         except kubernetes_validate.SchemaNotFoundError:
             problems.append(f"{ref(obj)}: no Kubernetes {version} schema for {obj.get('apiVersion')} "
-                            f"{obj.get('kind')} and no structural check in suite/gitops.py")
+                            f"{obj.get('kind')} and no structural check in tools/gitops.py")
     return problems
 
 

@@ -1,26 +1,49 @@
-"""The embedded stack (`--target local`): an MLflow server and one Triton server per environment."""
+"""`--target local`, the default: the embedded stack, an MLflow server and one Triton server per
+environment, processes on this machine (suite/processes.py)."""
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import ClassVar, Dict, Iterable, List, Optional
 
+from suite import monitoring_stack
+from suite.environment import Environment
+from suite.platform import Platform
 from suite.processes import stop_all
 from suite.registry import MlflowServer, Registry
-from suite.triton_client import TritonControl
+from suite.targets.protocol import TargetOptions
 from suite.triton_server import TritonRuntime, TritonServer
 
 
-@dataclass
-class Environment:
-    """One environment of a running stack: its repository, its server and a client for it."""
+class LocalTarget:
+    """Nothing to reach: the gate starts everything itself, and throws it away at the end."""
 
-    name: str
-    repository: Path
-    server: TritonServer
-    triton: TritonControl
+    name: ClassVar[str] = "local"
+    title: ClassVar[str] = "embedded stack"
+    deploys: ClassVar[bool] = True
+    guarded: ClassVar[bool] = False
+
+    def __init__(self, options: TargetOptions = TargetOptions()):
+        self.options = options
+
+    def problem(self) -> Optional[str]:
+        return None
+
+    def start_stack(self, platform: Platform, workdir: Path) -> "LocalStack":
+        from suite import reference_model
+
+        stack = LocalStack(workdir, platform.environments)
+        prefetch = ThreadPoolExecutor(max_workers=1)
+        prefetch.submit(reference_model.build_all)  # builds the models while the servers start
+        prefetch.shutdown(wait=False)
+        return stack.start()
+
+    def monitoring(self, platform: Platform, stack: "LocalStack", workdir: Path) -> monitoring_stack.MonitoringStack:
+        return monitoring_stack.for_platform(platform, stack.environments, workdir)
+
+    def committed_version(self, stack: "LocalStack", model: str, env: str) -> int:
+        raise NotImplementedError("the local target deploys: the baseline knows what it committed")
 
 
 class LocalStack:
@@ -44,7 +67,7 @@ class LocalStack:
         """One more Triton on its own repository (a fault's small filesystem); the caller stops it."""
         server = TritonServer(name, self.runtime, repository, self.workdir / "logs" / f"triton-{name}.log")
         server.start()
-        return Environment(name, repository, server, TritonControl(server.endpoints.http, server.endpoints.metrics))
+        return Environment.serving(name, repository, server)
 
     def start(self) -> "LocalStack":
         """Start MLflow and every Triton in parallel: start-up costs the slowest one, not the sum."""
@@ -65,8 +88,7 @@ class LocalStack:
             raise
         # Clients only now: a server may have moved to other ports if another process took one.
         for name, server in servers.items():
-            self.environments[name] = Environment(name, server.repository, server,
-                                                  TritonControl(server.endpoints.http, server.endpoints.metrics))
+            self.environments[name] = Environment.serving(name, server.repository, server)
         self.timings["stack"] = time.perf_counter() - begin
         return self
 
@@ -77,10 +99,15 @@ class LocalStack:
 
     def dead_servers(self) -> List[str]:
         """A description, with the log tail, of every server that is no longer running."""
-        servers = [(f"tritonserver[{e.name}]", e.server.process) for e in self.environments.values()]
+        servers = [(f"tritonserver[{server.name}]", server.process) for server in self._servers]
         servers.append(("mlflow server", self.mlflow.process))
         return [f"{name} exited unexpectedly ({proc.exit_status()}). Last lines of its log {proc.log_path}:\n{proc.log_tail()}"
                 for name, proc in servers if proc is not None and not proc.running()]
+
+    def describe(self) -> Dict[str, str]:
+        from suite import versions
+
+        return versions.engine_packages()
 
     def registry(self) -> Registry:
         if self._registry is None:

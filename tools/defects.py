@@ -1,6 +1,14 @@
-"""Seeded defects: the gate run against broken copies of a platform, and its detection score."""
+"""Seeded defects: the gate run against broken copies of a platform, and its detection score.
+
+    python -m tools.defects [--only ID ...] [--jobs 2] [--workdir DIR] [--catalogue tests.defects]
+
+A developer tool of the checkout (not in the wheel): the catalogue lives in tests/defects/ and the
+gate runs from the checkout, so pyproject's pytest settings apply as in `make gate`.
+Exit status: 0 every defect caught and the reference passes, 1 otherwise, 2 bad input.
+"""
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import shutil
 import subprocess
@@ -245,7 +253,7 @@ def table(results: Sequence[DefectResult]) -> str:
 
 
 def load_catalogue(module: str) -> List[Defect]:
-    """The catalogue is `CATALOGUE` in a module; the project's lives in tests/defects/ of a checkout."""
+    """The catalogue is `CATALOGUE` in a module; the project's lives in tests/defects/."""
     import importlib
 
     if str(ROOT) not in sys.path:
@@ -253,8 +261,8 @@ def load_catalogue(module: str) -> List[Defect]:
     return list(importlib.import_module(module).CATALOGUE)
 
 
-def main(catalogue_module: str, only: Sequence[str], jobs: int, workdir: Optional[str]) -> int:
-    """`python -m suite defects`: print the table; exit 1 if a defect is missed or the reference fails."""
+def run(catalogue_module: str, only: Sequence[str], jobs: int, workdir: Optional[str]) -> int:
+    """Run the chosen defects; print the table; 1 if a defect is missed or the reference fails."""
     import tempfile
 
     catalogue = load_catalogue(catalogue_module)
@@ -283,3 +291,22 @@ def main(catalogue_module: str, only: Sequence[str], jobs: int, workdir: Optiona
     print(f"wall time {time.perf_counter() - begin:.0f} s with {jobs} parallel gate runs; runs kept in {root}")
     ok = all(r.caught for r in results) and all(r.reference_ok for r in results)
     return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.defects",
+                                     description="run the gate against each seeded defect; print the score")
+    parser.add_argument("--catalogue", default="tests.defects", help="module with CATALOGUE (default: tests.defects)")
+    parser.add_argument("--only", nargs="*", default=[], metavar="ID", help="run only these defect ids")
+    parser.add_argument("--jobs", type=int, default=2, help="gate runs at a time (default 2)")
+    parser.add_argument("--workdir", help="keep the broken copies and gate outputs here (default: a temp folder)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    return run(args.catalogue, args.only, args.jobs, args.workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,7 @@
 against its floor (the same Triton and MLflow calls made directly, on the same stack, in the
 same run, without the suite around them).
 
-    python -m reports.bench --runs 3 --smoke-runs 5 --stage-repeats 7
+    python -m tools.bench --runs 3 --smoke-runs 5 --stage-repeats 7
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
 
-STAGES = ["register", "materialize", "load", "ready", "smoke", "commit"]
+from suite.deploy import STAGES  # the deploy path's stage names, defined once
+
 TARGETS = {"gate_wall_s": 60.0, "smoke_checks_s": 3.0, "stage_ratio": 1.2}
 
 
@@ -135,10 +136,10 @@ class FloorPath:
 def measure_stages(workdir: Path, repeats: int) -> Dict[str, Dict[str, List[float]]]:
     """Alternate two versions, `repeats` times, through the suite and through the floor."""
     from suite import reference_model
-    from suite.deploy import Deployer, DeployTarget
+    from suite.deploy import Deployer
     from suite.golden import load_golden
-    from suite.platform import load_platform, default_platform_path
-    from suite.stack import LocalStack
+    from suite.platform import default_platform_path, load_platform
+    from suite.targets.local import LocalStack
 
     platform = load_platform(default_platform_path())
     golden = load_golden(platform.golden_path())
@@ -152,7 +153,7 @@ def measure_stages(workdir: Path, repeats: int) -> Dict[str, Dict[str, List[floa
         versions = [registry.register_onnx(model, reference_model.build_onnx(variant)).version
                     for variant in ("v1", "retrained")]
         floor = FloorPath(stack.mlflow.uri, env.triton.http_url, env.repository, model, golden)
-        deployer = Deployer(registry, DeployTarget("bench", env.repository, env.triton), model, golden)
+        deployer = Deployer(registry, env, model, golden)
         for round_ in range(repeats + 1):  # round 0 warms both paths up and is not counted
             version = versions[round_ % 2]
             floor_times = floor.cycle(version)
@@ -242,7 +243,7 @@ def _keep_wall_times(out: Path, results: Dict) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="full gate runs (default 3)")
     parser.add_argument("--smoke-runs", type=int, default=5, help="smoke subset runs (default 5)")
     parser.add_argument("--stage-repeats", type=int, default=7, help="deploys per path for the stage floors")
