@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup gate images test smoke bench clean system-packages
+.PHONY: setup gate images test lint smoke bench clean system-packages
 
 setup: $(STAMP) system-packages
 
@@ -61,10 +61,15 @@ smoke: setup
 
 # Our tests include real containers (tests/test_docker_target.py, the gate image as the PostSync
 # hook): under an engine session like `make gate TARGET=docker`; without Docker they skip, saying why.
-test: setup
+test: setup lint
 	$(PY) -m suite.targets.engine run --optional --images deploy/platform.yaml \
 	  --only triton mlflow prometheus alertmanager gate -- \
 	  $(PY) -m pytest tests scenarios $(PYTEST_ARGS)
+
+# ruff, with the project's line length (pyproject.toml): lint errors and unformatted files fail.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Medians of the gate, the smoke subset and each deploy stage against its floor; the table goes
 # to reports/out/bench/bench.md. BENCH_ARGS="--runs 1 --smoke-runs 3" for a quicker one.

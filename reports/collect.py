@@ -1,4 +1,5 @@
 """Turn per-phase test reports (plain data) into scenario records and the run's summary."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,14 @@ SCHEMA = "triton-gate-summary/1"
 LONGREPR_LIMIT = 8000
 
 # Evidence the scenarios and fixtures attach as user properties (name -> JSON text or value).
-DEPLOY, FAULT_RUN, CHECK, ALERT, DIAGNOSTICS, BASELINE = "deploy", "fault_run", "check", "alert", "diagnostics", "baseline"
+DEPLOY, FAULT_RUN, CHECK, ALERT, DIAGNOSTICS, BASELINE = (
+    "deploy",
+    "fault_run",
+    "check",
+    "alert",
+    "diagnostics",
+    "baseline",
+)
 
 
 @dataclass
@@ -24,7 +32,7 @@ class PhaseReport:
     outcome: str  # passed | failed | skipped
     duration: float
     user_properties: List[Any] = field(default_factory=list)
-    message: str = ""      # the crash line: what was expected and what was seen
+    message: str = ""  # the crash line: what was expected and what was seen
     longrepr: str = ""
     wasxfail: bool = False
     markers: List[str] = field(default_factory=list)
@@ -125,8 +133,9 @@ def _judged(scenario: Scenario, record: dict, checked: List[int]) -> None:
     violated = [v["invariant"] for v in record.get("violation_records", []) if isinstance(v["invariant"], int)]
     scenario.invariants["checked"] = sorted(set(scenario.invariants["checked"]) | set(checked))
     scenario.invariants["violated"] = sorted(set(scenario.invariants["violated"]) | set(violated))
-    scenario.findings = sorted(set(scenario.findings) | set(record.get("findings", [])),
-                               key=lambda f: (not f.isdigit(), f))
+    scenario.findings = sorted(
+        set(scenario.findings) | set(record.get("findings", [])), key=lambda f: (not f.isdigit(), f)
+    )
 
 
 def headline(scenario: Scenario) -> str:
@@ -146,8 +155,10 @@ def stage_statistics(scenarios: List[Scenario]) -> Dict[str, dict]:
             for stage in deploy.get("stages", []) + deploy.get("rollback", []):
                 if stage.get("outcome") != "not run":
                     durations.setdefault(stage["name"], []).append(stage["duration_s"])
-    return {name: {"count": len(values), "median_s": round(statistics.median(values), 4),
-                   "max_s": round(max(values), 4)} for name, values in durations.items()}
+    return {
+        name: {"count": len(values), "median_s": round(statistics.median(values), 4), "max_s": round(max(values), 4)}
+        for name, values in durations.items()
+    }
 
 
 def fault_matrix(scenarios: List[Scenario]) -> List[dict]:
@@ -170,9 +181,17 @@ def fault_matrix(scenarios: List[Scenario]) -> List[dict]:
                     cells[str(number)] = {"state": "held", "detail": ""}
                 else:
                     cells[str(number)] = {"state": "not checked", "detail": ""}
-            rows.append({"fault": run.get("fault"), "deployer": run.get("deployer"), "scenario": scenario.nodeid,
-                         "outcome": scenario.outcome, "failed_stage": _failed_at(run.get("outcome") or {}),
-                         "duration_s": run.get("duration_s"), "invariants": cells})
+            rows.append(
+                {
+                    "fault": run.get("fault"),
+                    "deployer": run.get("deployer"),
+                    "scenario": scenario.nodeid,
+                    "outcome": scenario.outcome,
+                    "failed_stage": _failed_at(run.get("outcome") or {}),
+                    "duration_s": run.get("duration_s"),
+                    "invariants": cells,
+                }
+            )
     return rows
 
 

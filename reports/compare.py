@@ -5,6 +5,7 @@ Exit status 0 when every common scenario has the same outcome, 1 otherwise (each
 printed), 2 when the runs share no scenario. Skips whose reason names the target (cluster checks
 on a non-k8s target) are outcomes like any other: they must match too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     for line in different:
         print(line)
-    print(f"{common} scenarios in both runs, {len(different)} with another outcome "
-          f"({len(set(a) - set(b))} only in the first, {len(set(b) - set(a))} only in the second)")
+    print(
+        f"{common} scenarios in both runs, {len(different)} with another outcome "
+        f"({len(set(a) - set(b))} only in the first, {len(set(b) - set(a))} only in the second)"
+    )
     return 1 if different else 0
 
 

@@ -1,4 +1,5 @@
 """Write a run's reports into <report dir>/<run id>/ and point <report dir>/latest at it."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,10 @@ def slowest_stages(summary: Dict[str, Any], count: int = 3) -> List[str]:
 
 def summary_line(summary: Dict[str, Any], run_dir: Path) -> str:
     c = summary["counts"]
-    line = (f"GATE {summary['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['error']} errors, "
-            f"{c['skipped']} skipped in {summary['duration_s']:.1f} s")
+    line = (
+        f"GATE {summary['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['error']} errors, "
+        f"{c['skipped']} skipped in {summary['duration_s']:.1f} s"
+    )
     stages = slowest_stages(summary)
     if stages:
         line += "; slowest stages: " + ", ".join(stages)

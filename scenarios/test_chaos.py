@@ -4,6 +4,7 @@ Each fault of the catalogue (suite/faults.py) is injected for real while a traff
 asking the environment for golden answers; then the invariants (suite/invariants.py) are checked,
 and that the fault really happened. Every environment starts at its verified baseline.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,9 @@ def test_fault_ends_in_the_committed_state(fault_name, run_fault):
     assert not run.violations, run.describe()
 
 
-def test_full_repository_ends_in_the_committed_state(run_fault, make_environment, gate_workdir, reference_versions,
-                                                     deploy):
+def test_full_repository_ends_in_the_committed_state(
+    run_fault, make_environment, gate_workdir, reference_versions, deploy
+):
     """The repository's filesystem is full: a real 16 MiB tmpfs, filled up, for an extra environment."""
     if mount_faults_unavailable():
         pytest.skip(mount_faults_unavailable())

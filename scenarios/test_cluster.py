@@ -1,4 +1,5 @@
 """`--target k8s` post-deploy smoke: pods, Service, Prometheus targets and alert routing, read-only."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,10 @@ def test_triton_service_answers(env, gate_cluster):
     try:  # 400 for ~1.5 s while a deploy loads (Triton #7014)
         triton.wait_server_ready(SERVER_READY_S)
     except WaitTimeout:
-        pytest.fail(f"{env}: {triton.http_url}/v2/health/ready did not answer 200 within {SERVER_READY_S:.0f} s; "
-                    f"index: {triton.index()}")
+        pytest.fail(
+            f"{env}: {triton.http_url}/v2/health/ready did not answer 200 within {SERVER_READY_S:.0f} s; "
+            f"index: {triton.index()}"
+        )
 
 
 def test_prometheus_scrapes_its_triton_and_no_other(env, gate_cluster, gate_platform):
@@ -50,5 +53,6 @@ def test_alert_routing_of_the_running_alertmanager(env, gate_cluster, gate_platf
     rules = rules_for(gate_platform, env)
     alertnames = sorted({r["alert"] for r in rules.alerts}) if rules else ["TritonDown"]
     wrong = live_routing_problems(gate_platform, env, monitoring.alertmanager_config(), alertnames)
-    assert not wrong, (f"{env}: the Alertmanager at {monitoring.alertmanager_url} routes against the policy:\n  "
-                       + "\n  ".join(wrong))
+    assert not wrong, (
+        f"{env}: the Alertmanager at {monitoring.alertmanager_url} routes against the policy:\n  " + "\n  ".join(wrong)
+    )

@@ -3,6 +3,7 @@
 Each scenario sets up the situation from outside the deployer (the registry, the repository,
 a pause at an observed point), lets the platform's deployer run, and judges what it left.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -13,9 +14,19 @@ from suite.timings import MODEL_LOAD_S
 pytestmark = pytest.mark.deploy
 
 
-def test_alias_moved_during_a_deploy_records_what_is_served(trial_env, gate_stack, gate_platform, gate_baseline, committed,
-                                                           register_model, environment_view, other_states,
-                                                           staged_deploy, checker, record_check):
+def test_alias_moved_during_a_deploy_records_what_is_served(
+    trial_env,
+    gate_stack,
+    gate_platform,
+    gate_baseline,
+    committed,
+    register_model,
+    environment_view,
+    other_states,
+    staged_deploy,
+    checker,
+    record_check,
+):
     """The alias is moved from X to Y while a deploy of the alias runs (paused at its first write):
     current.json must name the version Triton serves (X or Y, never one recorded and the other served)."""
     committed(trial_env)
@@ -28,8 +39,9 @@ def test_alias_moved_during_a_deploy_records_what_is_served(trial_env, gate_stac
     before = view.capture()
     registry.set_alias(model, alias, first)
     try:
-        staged = staged_deploy(trial_env, "first-write", lambda: registry.set_alias(model, alias, moved_to), hold_s=30,
-                               alias=alias)
+        staged = staged_deploy(
+            trial_env, "first-write", lambda: registry.set_alias(model, alias, moved_to), hold_s=30, alias=alias
+        )
     finally:
         registry.set_alias(model, alias, gate_baseline.version(trial_env))
     assert staged.point_seen, f"the deploy wrote nothing under the model's folder:\n{staged.first.message}"
@@ -39,16 +51,21 @@ def test_alias_moved_during_a_deploy_records_what_is_served(trial_env, gate_stac
     if current is not None and current.run_id:
         registered_run = registry.resolve(model, version=current.active_version).run_id
         if current.run_id != registered_run:
-            judgement.add(1, f"current.json names v{current.active_version} with run_id {current.run_id}, but "
-                             f"v{current.active_version} was registered by run {registered_run}: it records one "
-                             f"version's identity and another's number")
-    record_check(f"alias {alias} moved v{first} -> v{moved_to} while the deploy was paused at {staged.point_seen}",
-                 judgement)
+            judgement.add(
+                1,
+                f"current.json names v{current.active_version} with run_id {current.run_id}, but "
+                f"v{current.active_version} was registered by run {registered_run}: it records one "
+                f"version's identity and another's number",
+            )
+    record_check(
+        f"alias {alias} moved v{first} -> v{moved_to} while the deploy was paused at {staged.point_seen}", judgement
+    )
     assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{staged.first.message}"
 
 
-def test_existing_version_folder_with_other_content_is_refused(trial_env, gate_envs, committed, register_model, deploy,
-                                                               environment_view, other_states, checker, record_check):
+def test_existing_version_folder_with_other_content_is_refused(
+    trial_env, gate_envs, committed, register_model, deploy, environment_view, other_states, checker, record_check
+):
     """Folder N already holds another model than registry version N: the deploy must refuse, and
     leave that folder byte-for-byte where it is (never overwrite it, never serve it as N)."""
     committed(trial_env)
@@ -65,9 +82,18 @@ def test_existing_version_folder_with_other_content_is_refused(trial_env, gate_e
     assert not judgement.violations, "\n".join(map(str, judgement.violations)) + f"\n{outcome.message}"
 
 
-def test_older_version_redeployed_is_served_also_after_a_restart(trial_env, gate_envs, gate_platform, reference_versions,
-                                                                 committed, deploy, environment_view, other_states, checker,
-                                                                 record_check):
+def test_older_version_redeployed_is_served_also_after_a_restart(
+    trial_env,
+    gate_envs,
+    gate_platform,
+    reference_versions,
+    committed,
+    deploy,
+    environment_view,
+    other_states,
+    checker,
+    record_check,
+):
     """Deploy v2, then v1 again while folder 2 stays: Triton must serve v1 (what current.json says),
     also after a restart. Without a version policy Triton serves the highest folder instead."""
     committed(trial_env)

@@ -1,4 +1,5 @@
 """Metrics are scraped per environment and everything rules and dashboards use really exists."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,20 +23,27 @@ def test_prometheus_scrapes_its_own_triton_and_no_other(env, gate_monitoring, ga
     others = {spec.namespace for name, spec in gate_platform.environments.items() if name != env}
 
     def own_up():
-        return [t for t in monitoring.targets()
-                if t["labels"].get("namespace") == namespace and t["health"] == "up"]
+        return [t for t in monitoring.targets() if t["labels"].get("namespace") == namespace and t["health"] == "up"]
 
     try:
-        up = wait_for(own_up, timeout_s=TARGET_UP_S, interval_s=0.25,
-                      awaiting=f"a Triton target up in namespace {namespace} in {env}'s Prometheus")
+        up = wait_for(
+            own_up,
+            timeout_s=TARGET_UP_S,
+            interval_s=0.25,
+            awaiting=f"a Triton target up in namespace {namespace} in {env}'s Prometheus",
+        )
     except WaitTimeout:
         up = []  # asserted next, with every active target as evidence
     targets = monitoring.targets()
-    assert up, (f"{env}: Prometheus ({monitoring.release}) has no Triton target up in namespace {namespace}; "
-                f"active targets: {[(t['labels'], t['health'], t.get('lastError')) for t in targets]}")
+    assert up, (
+        f"{env}: Prometheus ({monitoring.release}) has no Triton target up in namespace {namespace}; "
+        f"active targets: {[(t['labels'], t['health'], t.get('lastError')) for t in targets]}"
+    )
     labels = up[0]["labels"]
     for key, value in {"job": "triton", "service": "triton", "endpoint": "metrics"}.items():
-        assert labels.get(key) == value, f"{env}: target label {key}={labels.get(key)!r}, kube-prometheus sets {value!r}"
+        assert labels.get(key) == value, (
+            f"{env}: target label {key}={labels.get(key)!r}, kube-prometheus sets {value!r}"
+        )
     assert "pod" in labels and "instance" in labels, f"{env}: target lacks pod/instance labels: {labels}"
     foreign = [t["labels"] for t in targets if t["labels"].get("namespace") in others]
     assert not foreign, f"{env}: Prometheus {monitoring.release} also scrapes the other environment: {foreign}"
@@ -61,9 +69,18 @@ def _used_metrics(gate_platform, env):
 
 
 def _variables(gate_platform, env):
-    return {"namespace": gate_platform.environments[env].namespace, "model": gate_platform.model.name,
-            "__rate_interval": "20s", "__interval": "1s", "__range": "5m", "datasource": "prometheus",
-            "job": "triton", "instance": ".*", "pod": ".*", "version": ".*"}
+    return {
+        "namespace": gate_platform.environments[env].namespace,
+        "model": gate_platform.model.name,
+        "__rate_interval": "20s",
+        "__interval": "1s",
+        "__range": "5m",
+        "datasource": "prometheus",
+        "job": "triton",
+        "instance": ".*",
+        "pod": ".*",
+        "version": ".*",
+    }
 
 
 def test_every_metric_in_rules_and_panels_exists_in_triton(env, gate_envs, gate_platform, gate_golden, traffic):
@@ -71,17 +88,21 @@ def test_every_metric_in_rules_and_panels_exists_in_triton(env, gate_envs, gate_
     exposed = gate_envs[env].triton.metrics().names()
     used = _used_metrics(gate_platform, env)
     missing = {name: where for name, where in used.items() if name not in exposed}
-    assert not missing, (f"{env}: metrics used by the platform's rules or dashboard do not exist in Triton's "
-                         f"/metrics (a typo, or a metric this Triton does not have): "
-                         + "; ".join(f"{n} (in {', '.join(w)})" for n, w in sorted(missing.items())))
+    assert not missing, (
+        f"{env}: metrics used by the platform's rules or dashboard do not exist in Triton's "
+        f"/metrics (a typo, or a metric this Triton does not have): "
+        + "; ".join(f"{n} (in {', '.join(w)})" for n, w in sorted(missing.items()))
+    )
 
 
 def test_inference_series_exist_and_increase(env, gate_monitoring, gate_platform, traffic):
     monitoring = gate_monitoring.environments[env]
     namespace = gate_platform.environments[env].namespace
-    counters = sorted(n for n in _used_metrics(gate_platform, env)
-                      if n.startswith("nv_inference_") and n not in ("nv_inference_pending_request_count",)
-                      and "failure" not in n)
+    counters = sorted(
+        n
+        for n in _used_metrics(gate_platform, env)
+        if n.startswith("nv_inference_") and n not in ("nv_inference_pending_request_count",) and "failure" not in n
+    )
     assert counters, f"{env}: the rules and dashboard use no nv_inference_* counter at all"
 
     def total(name):
@@ -92,16 +113,27 @@ def test_inference_series_exist_and_increase(env, gate_monitoring, gate_platform
         return {n: total(n) for n in counters}
 
     try:
-        before = wait_for(totals, until=lambda now: all(v is not None for v in now.values()), timeout_s=SERIES_S,
-                          interval_s=0.25, awaiting=f"series of {counters} in {namespace}")
+        before = wait_for(
+            totals,
+            until=lambda now: all(v is not None for v in now.values()),
+            timeout_s=SERIES_S,
+            interval_s=0.25,
+            awaiting=f"series of {counters} in {namespace}",
+        )
     except WaitTimeout as timeout:
         before = timeout.last_value  # asserted next, naming the missing series
     assert all(v is not None for v in before.values()), (
-        f"{env}: Prometheus has no series for {[n for n, v in before.items() if v is None]} in {namespace}")
+        f"{env}: Prometheus has no series for {[n for n, v in before.items() if v is None]} in {namespace}"
+    )
     traffic(env, 2.0)
     try:
-        wait_for(totals, until=lambda now: all(now[n] > before[n] for n in counters), timeout_s=SERIES_S,
-                 interval_s=0.25, awaiting=f"series of {counters} in {namespace} to increase")
+        wait_for(
+            totals,
+            until=lambda now: all(now[n] > before[n] for n in counters),
+            timeout_s=SERIES_S,
+            interval_s=0.25,
+            awaiting=f"series of {counters} in {namespace} to increase",
+        )
     except WaitTimeout as timeout:
         pytest.fail(f"{env}: series did not increase after traffic: {before} -> {timeout.last_value}")
 
@@ -116,8 +148,12 @@ def test_every_dashboard_panel_returns_data(env, gate_monitoring, gate_platform,
     for query in panel_queries(load_dashboard(gate_platform.resolve(dashboard))):
         expr = resolve_variables(query.expr, _variables(gate_platform, env))
         try:
-            wait_for(lambda: monitoring.query(expr), timeout_s=PANEL_DATA_S, interval_s=0.25,
-                     awaiting=f"data for panel {query.panel!r}")
+            wait_for(
+                lambda: monitoring.query(expr),
+                timeout_s=PANEL_DATA_S,
+                interval_s=0.25,
+                awaiting=f"data for panel {query.panel!r}",
+            )
         except WaitTimeout:
             empty.append(f"{query.panel!r}: {expr}")
     assert not empty, f"{env}: dashboard panels show no data after traffic: " + " | ".join(empty)

@@ -1,4 +1,5 @@
 """Open Inference Protocol v2 basics on every server, over HTTP and gRPC."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,8 +81,9 @@ def _malformed_input(kind: str) -> dict:
 
 
 def _send_http(environment, model: str, body: dict) -> str:
-    response = requests.post(f"{environment.triton.http_url}/v2/models/{model}/infer",
-                             json={"inputs": [body]}, timeout=10)
+    response = requests.post(
+        f"{environment.triton.http_url}/v2/models/{model}/infer", json={"inputs": [body]}, timeout=10
+    )
     assert response.status_code == 400, f"answered {response.status_code}: {response.text}"
     return response.json().get("error", "")
 
@@ -98,8 +100,9 @@ def _send_grpc(grpc, model: str, body: dict) -> str:
 
 @pytest.mark.parametrize("protocol", ["HTTP", "gRPC"])
 @pytest.mark.parametrize("malformed", ["wrong input name", "wrong shape", "wrong datatype"])
-def test_malformed_request_is_rejected_and_not_counted(env, gate_envs, gate_platform, grpc, request,
-                                                       protocol, malformed):
+def test_malformed_request_is_rejected_and_not_counted(
+    env, gate_envs, gate_platform, grpc, request, protocol, malformed
+):
     model = gate_platform.model.name
     environment = gate_envs[env]
     metrics = environment.triton.metrics()
@@ -109,7 +112,9 @@ def test_malformed_request_is_rejected_and_not_counted(env, gate_envs, gate_plat
     assert error.strip(), f"{env}: {protocol} rejected a request with {malformed} without an error message"
     metrics = environment.triton.metrics()
     after = {n: metrics.value(n, model=model) for n in before}
-    assert after == before, (f"{env}: a rejected {protocol} request ({malformed}: {error}) was counted "
-                             f"as served: {before} -> {after}")
-    assert environment.triton.model_ready(model, request.node.committed_version), \
+    assert after == before, (
+        f"{env}: a rejected {protocol} request ({malformed}: {error}) was counted as served: {before} -> {after}"
+    )
+    assert environment.triton.model_ready(model, request.node.committed_version), (
         f"{env}: the model is no longer ready after a malformed request"
+    )

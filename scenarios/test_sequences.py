@@ -7,6 +7,7 @@ the platform), so hypothesis can replay and shrink a failing sequence; the short
 printed as reproducible steps. The default profile is small (`make test`);
 `--hypothesis-profile=nightly` runs many more steps.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -22,15 +23,37 @@ from suite.timings import MODEL_LOAD_S
 pytestmark = pytest.mark.chaos
 
 # Faults that leave the server running and cost a few seconds each.
-SEQUENCE_FAULTS = ["wrong-answers", "corrupt-model", "config-wrong-input-name", "registry-version-missing",
-                   "mlflow-unreachable", "download-cut-halfway"]
-ACTIONS = ["deploy-faulty:" + f for f in SEQUENCE_FAULTS] + ["deploy-good:v2", "restart-server:", "deploy-good:v1",
-                                                            "recover:"]
+SEQUENCE_FAULTS = [
+    "wrong-answers",
+    "corrupt-model",
+    "config-wrong-input-name",
+    "registry-version-missing",
+    "mlflow-unreachable",
+    "download-cut-halfway",
+]
+ACTIONS = ["deploy-faulty:" + f for f in SEQUENCE_FAULTS] + [
+    "deploy-good:v2",
+    "restart-server:",
+    "deploy-good:v1",
+    "recover:",
+]
 
 
-def test_random_sequences_keep_the_invariants(trial_env, gate_envs, gate_platform, gate_golden, gate_deployer, gate_baseline,
-                                              committed, reference_versions, run_fault, deploy, deploy_request,
-                                              environment_view, record_check):
+def test_random_sequences_keep_the_invariants(
+    trial_env,
+    gate_envs,
+    gate_platform,
+    gate_golden,
+    gate_deployer,
+    gate_baseline,
+    committed,
+    reference_versions,
+    run_fault,
+    deploy,
+    deploy_request,
+    environment_view,
+    record_check,
+):
     environment = gate_envs[trial_env]
     folder = environment_view(trial_env).folder
     others = [environment_view(other) for other in gate_envs if other != trial_env]
@@ -87,7 +110,9 @@ def test_random_sequences_keep_the_invariants(trial_env, gate_envs, gate_platfor
 
         @invariant()
         def serves_exactly_the_committed_version(self):
-            environment.triton.wait_model_settled(gate_platform.model.name, timeout_s=MODEL_LOAD_S)  # a restart takes a moment
+            environment.triton.wait_model_settled(
+                gate_platform.model.name, timeout_s=MODEL_LOAD_S
+            )  # a restart takes a moment
             problems = check_serves_committed(environment.triton, folder, gate_golden)
             if problems:
                 fail(self.log, [Violation(2, p) for p in problems])
@@ -108,6 +133,8 @@ def test_random_sequences_keep_the_invariants(trial_env, gate_envs, gate_platfor
         run_state_machine_as_test(DeploySequences, settings=settings())
     except Exception:
         if "judgement" in first_failure:
-            record_check("the first failing sequence (the shortest found is printed as reproducible steps)",
-                         first_failure["judgement"])
+            record_check(
+                "the first failing sequence (the shortest found is printed as reproducible steps)",
+                first_failure["judgement"],
+            )
         raise

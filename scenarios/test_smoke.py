@@ -1,4 +1,5 @@
 """Post-deploy smoke: read-only checks that what is committed is what is served, correctly."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,10 @@ def test_server_live_and_ready(env, gate_envs):
     try:  # 400 for ~1.5 s while a deploy loads (Triton #7014): SERVER_READY_S allows it to settle, no longer
         triton.wait_server_ready(SERVER_READY_S)
     except WaitTimeout:
-        pytest.fail(f"{env}: /v2/health/ready did not answer 200 within {SERVER_READY_S:.0f} s at "
-                    f"{triton.http_url}; repository index: {triton.index()}")
+        pytest.fail(
+            f"{env}: /v2/health/ready did not answer 200 within {SERVER_READY_S:.0f} s at "
+            f"{triton.http_url}; repository index: {triton.index()}"
+        )
 
 
 def test_committed_version_is_served_with_golden_outputs(env, gate_envs, gate_platform, gate_golden):

@@ -2,6 +2,7 @@
 
 Importable without pytest; the pytest plugin lives in `fixtures/`.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

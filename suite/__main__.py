@@ -2,6 +2,7 @@
 
 Exit status: 0 deployed / recovered, 1 deploy failed (rolled back) or recovery incomplete, 2 bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,27 +28,52 @@ def _parser() -> argparse.ArgumentParser:
     recover = commands.add_parser("recover", help="finish or undo a deploy that was interrupted")
     for sub in (deploy, recover):
         sub.add_argument("--env", required=True, help="environment name (dev, prod, ...)")
-        sub.add_argument("--model", default=os.environ.get("GATE_MODEL"),
-                         help="registered model name (env GATE_MODEL)")
-        sub.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                         help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)")
-        sub.add_argument("--triton-url", default=os.environ.get("GATE_TRITON_URL"),
-                         help="Triton HTTP URL, e.g. http://127.0.0.1:8000 (env GATE_TRITON_URL)")
-        sub.add_argument("--model-repository", default=os.environ.get("GATE_MODEL_REPOSITORY"),
-                         help="this environment's model repository folder (env GATE_MODEL_REPOSITORY)")
-        sub.add_argument("--golden", default=os.environ.get("GATE_GOLDEN"),
-                         help="golden set JSON for the smoke check (env GATE_GOLDEN; default: the "
-                         "reference platform's golden set for --model, if it has one)")
-        sub.add_argument("--smoke-timeout", type=float, default=_env_float("GATE_SMOKE_TIMEOUT", 2.0),
-                         help="seconds for the smoke inference (env GATE_SMOKE_TIMEOUT; default 2)")
-        sub.add_argument("--ready-timeout", type=float, default=_env_float("GATE_READY_TIMEOUT", 30.0),
-                         help="seconds to wait for a loaded version to be ready (env GATE_READY_TIMEOUT; default 30)")
-        sub.add_argument("--lock-timeout", type=float, default=_env_float("GATE_LOCK_TIMEOUT", 120.0),
-                         help="seconds to wait for another deploy to the same environment (env GATE_LOCK_TIMEOUT; "
-                         "default 120)")
-        sub.add_argument("--quarantine", default=os.environ.get("GATE_QUARANTINE") or DEFAULT_LAYOUT,
-                         help=f"where a failed version goes, relative to the model's folder (env GATE_QUARANTINE; "
-                         f"default {DEFAULT_LAYOUT!r})")
+        sub.add_argument("--model", default=os.environ.get("GATE_MODEL"), help="registered model name (env GATE_MODEL)")
+        sub.add_argument(
+            "--mlflow-uri",
+            default=os.environ.get("MLFLOW_TRACKING_URI"),
+            help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)",
+        )
+        sub.add_argument(
+            "--triton-url",
+            default=os.environ.get("GATE_TRITON_URL"),
+            help="Triton HTTP URL, e.g. http://127.0.0.1:8000 (env GATE_TRITON_URL)",
+        )
+        sub.add_argument(
+            "--model-repository",
+            default=os.environ.get("GATE_MODEL_REPOSITORY"),
+            help="this environment's model repository folder (env GATE_MODEL_REPOSITORY)",
+        )
+        sub.add_argument(
+            "--golden",
+            default=os.environ.get("GATE_GOLDEN"),
+            help="golden set JSON for the smoke check (env GATE_GOLDEN; default: the "
+            "reference platform's golden set for --model, if it has one)",
+        )
+        sub.add_argument(
+            "--smoke-timeout",
+            type=float,
+            default=_env_float("GATE_SMOKE_TIMEOUT", 2.0),
+            help="seconds for the smoke inference (env GATE_SMOKE_TIMEOUT; default 2)",
+        )
+        sub.add_argument(
+            "--ready-timeout",
+            type=float,
+            default=_env_float("GATE_READY_TIMEOUT", 30.0),
+            help="seconds to wait for a loaded version to be ready (env GATE_READY_TIMEOUT; default 30)",
+        )
+        sub.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=_env_float("GATE_LOCK_TIMEOUT", 120.0),
+            help="seconds to wait for another deploy to the same environment (env GATE_LOCK_TIMEOUT; default 120)",
+        )
+        sub.add_argument(
+            "--quarantine",
+            default=os.environ.get("GATE_QUARANTINE") or DEFAULT_LAYOUT,
+            help=f"where a failed version goes, relative to the model's folder (env GATE_QUARANTINE; "
+            f"default {DEFAULT_LAYOUT!r})",
+        )
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
     which = deploy.add_mutually_exclusive_group()
     which.add_argument("--alias", help="registry alias selecting the version, e.g. A (env GATE_ALIAS)")
@@ -99,12 +125,16 @@ def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], 
     triton_url = _require(args.triton_url, "--triton-url", "GATE_TRITON_URL")
     repository = Path(_require(args.model_repository, "--model-repository", "GATE_MODEL_REPOSITORY"))
     if not repository.is_dir():
-        raise _Usage(f"model repository {repository} is not a folder; pass the environment's "
-                     f"repository (e.g. <root>/{args.env}) with --model-repository")
+        raise _Usage(
+            f"model repository {repository} is not a folder; pass the environment's "
+            f"repository (e.g. <root>/{args.env}) with --model-repository"
+        )
     golden_path = Path(args.golden) if args.golden else REFERENCE_DIR / "golden" / f"{model}.json"
     if not golden_path.is_file():
-        raise _Usage(f"no golden set for model {model!r} at {golden_path}: the smoke check "
-                     f"compares outputs with one. Pass --golden PATH (or set GATE_GOLDEN).")
+        raise _Usage(
+            f"no golden set for model {model!r} at {golden_path}: the smoke check "
+            f"compares outputs with one. Pass --golden PATH (or set GATE_GOLDEN)."
+        )
     try:
         golden = load_golden(golden_path)
     except GateError as exc:
@@ -116,10 +146,20 @@ def _deployer(args: argparse.Namespace, on_stage: Optional[Callable[[str, str], 
         QuarantineLayout(args.quarantine)
     except GateError as exc:
         raise _Usage(str(exc)) from None
-    return Deployer(Registry(mlflow_uri), Environment(args.env, repository, triton), model, golden,
-                    DeploySettings(lock_timeout=args.lock_timeout, smoke_timeout=args.smoke_timeout,
-                                   ready_timeout=args.ready_timeout, quarantine=args.quarantine),
-                    on_stage=on_stage, steps=steps)
+    return Deployer(
+        Registry(mlflow_uri),
+        Environment(args.env, repository, triton),
+        model,
+        golden,
+        DeploySettings(
+            lock_timeout=args.lock_timeout,
+            smoke_timeout=args.smoke_timeout,
+            ready_timeout=args.ready_timeout,
+            quarantine=args.quarantine,
+        ),
+        on_stage=on_stage,
+        steps=steps,
+    )
 
 
 def _stage_hook(printing: bool) -> Callable[[str, str], None]:

@@ -9,6 +9,7 @@ evidence (never deleted), the saved repository is put back and Triton made to se
 scenario's verdict is the same alone and in a full session, and one true finding does not turn
 into a cascade of false ones.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -35,9 +36,9 @@ class BaselineError(GateError):
 @dataclass
 class _Saved:
     version: int
-    copy: Path                # the repository's content right after the baseline deploy
-    digest: Dict[str, str]    # and its tree digest, to see any later change
-    deploy_seconds: float     # how long the platform's deployer took for it
+    copy: Path  # the repository's content right after the baseline deploy
+    digest: Dict[str, str]  # and its tree digest, to see any later change
+    deploy_seconds: float  # how long the platform's deployer took for it
 
 
 class Baseline:
@@ -47,9 +48,15 @@ class Baseline:
     `before_deploy()` may put the registry in order first (the alias back on its version).
     """
 
-    def __init__(self, environments: Dict[str, object], model: str, golden: GoldenSet,
-                 deploy: Callable[[object], object], workdir: Path,
-                 before_deploy: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        environments: Dict[str, object],
+        model: str,
+        golden: GoldenSet,
+        deploy: Callable[[object], object],
+        workdir: Path,
+        before_deploy: Callable[[], None] = lambda: None,
+    ):
         self.environments = environments
         self.model = model
         self.golden = golden
@@ -89,7 +96,9 @@ class Baseline:
             raise BaselineError(
                 f"baseline could not be restored in {name}: after putting back the saved repository "
                 f"(v{self._saved[name].version}, made by the platform's deployer) and making Triton serve it: "
-                + "; ".join(problems) + f". What the repository held before is kept in {evidence}.")
+                + "; ".join(problems)
+                + f". What the repository held before is kept in {evidence}."
+            )
         return f"reset to v{self._saved[name].version} ({'; '.join(differences)[:300]}); left state kept in {evidence}"
 
     # -- making it ---------------------------------------------------------------------------
@@ -105,15 +114,20 @@ class Baseline:
             raise BaselineError(
                 f"baseline could not be made in {name}: the platform's deployer ({outcome.deployer}) failed to "
                 f"deploy the baseline ({outcome.requested}) into an empty repository, so no scenario can be "
-                f"judged. It said:\n{outcome.message[-3000:]}")
+                f"judged. It said:\n{outcome.message[-3000:]}"
+            )
         current = ModelFolder(environment.repository, self.model).read_current()
         if current is None:
-            raise BaselineError(f"baseline could not be made in {name}: the deployer reported success for "
-                                f"{outcome.requested} but wrote no {self.model}/current.json")
+            raise BaselineError(
+                f"baseline could not be made in {name}: the deployer reported success for "
+                f"{outcome.requested} but wrote no {self.model}/current.json"
+            )
         problems = self._problems(environment, current.active_version)
         if problems:
-            raise BaselineError(f"baseline could not be made in {name}: after the platform's deployer committed "
-                                f"v{current.active_version}: " + "; ".join(problems))
+            raise BaselineError(
+                f"baseline could not be made in {name}: after the platform's deployer committed "
+                f"v{current.active_version}: " + "; ".join(problems)
+            )
         copy = self.workdir / "baseline" / name
         shutil.rmtree(copy, ignore_errors=True)  # the gate's own copy from an earlier session
         shutil.copytree(environment.repository, copy, symlinks=True)

@@ -3,6 +3,7 @@
 Each check returns the list of problems it found (empty = passed), so callers can report
 every violation at once rather than the first.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from suite.model_repo import LOCK_FILE, ModelFolder, tree_digest
 from suite.triton_client import TritonControl
 
 
-def check_serves_committed(triton: TritonControl, folder: ModelFolder, golden: GoldenSet,
-                           expected_version: Optional[int] = None) -> List[str]:
+def check_serves_committed(
+    triton: TritonControl, folder: ModelFolder, golden: GoldenSet, expected_version: Optional[int] = None
+) -> List[str]:
     """current.json names the version, Triton has exactly it READY, and it answers golden."""
     problems: List[str] = []
     try:
@@ -33,8 +35,9 @@ def check_serves_committed(triton: TritonControl, folder: ModelFolder, golden: G
     except GateError as exc:
         return problems + [str(exc)]
     if ready != [version]:
-        problems.append(f"Triton has versions {ready} of {folder.model} READY; current.json says "
-                        f"exactly [{version}] should be")
+        problems.append(
+            f"Triton has versions {ready} of {folder.model} READY; current.json says exactly [{version}] should be"
+        )
     if not triton.model_ready(folder.model, version):
         problems.append(f"Triton says {folder.model} version {version} is not ready")
     try:

@@ -19,6 +19,7 @@ Extension point: every stage and every rollback step is a plain function of the 
 
     Deployer(registry, environment, model, golden, steps=replace(DEFAULT_STEPS, smoke=smoke_and_page))
 """
+
 from __future__ import annotations
 
 import os
@@ -81,11 +82,15 @@ class DeployResult:
         return asdict(self)
 
     def describe(self) -> str:
-        lines = [f"deploy {self.model} {self.requested} -> {self.env}: "
-                 + ("OK" if self.ok else f"FAILED at {self.failed_stage}")]
+        lines = [
+            f"deploy {self.model} {self.requested} -> {self.env}: "
+            + ("OK" if self.ok else f"FAILED at {self.failed_stage}")
+        ]
         for record in self.recovered + self.stages + self.rollback:
-            lines.append(f"  {record.name:<11} {record.outcome:<8} {record.duration_s * 1000:8.1f} ms"
-                         + (f"  {record.detail}" if record.detail else ""))
+            lines.append(
+                f"  {record.name:<11} {record.outcome:<8} {record.duration_s * 1000:8.1f} ms"
+                + (f"  {record.detail}" if record.detail else "")
+            )
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
@@ -120,20 +125,20 @@ class DeployContext:
     steps: "DeploySteps"
     on_stage: Callable[[str, str], None]  # commit calls ("mid", "commit"): a crash-sweep point
 
-    committed: Optional[Current] = None     # what current.json named: the version to return to
+    committed: Optional[Current] = None  # what current.json named: the version to return to
     before_current: Optional[bytes] = None  # current.json before the deploy (None: restore leaves it)
-    before_config: Optional[bytes] = None   # config.pbtxt before the deploy (None: restore leaves it)
-    alias: Optional[str] = None             # what was asked for: an alias ...
+    before_config: Optional[bytes] = None  # config.pbtxt before the deploy (None: restore leaves it)
+    alias: Optional[str] = None  # what was asked for: an alias ...
     requested_version: Optional[int] = None  # ... or a registry version
 
     registered: Optional[RegisteredVersion] = None  # register
-    version: Optional[int] = None           # register: N (recovery: the journal's N)
-    config: Any = None                      # materialize: N's ModelConfig, pinned to N
-    journal_written: bool = False           # materialize: from here on the journal guards the disk
-    materialized: bool = False              # materialize: folder N exists, a failure rolls back
-    candidate_failed: bool = False          # load: Triton keeps a failed load UNAVAILABLE
-    failed_stage: Optional[str] = None      # set before the rollback steps run
-    quarantined: Optional[Path] = None      # quarantine: where failed version N went
+    version: Optional[int] = None  # register: N (recovery: the journal's N)
+    config: Any = None  # materialize: N's ModelConfig, pinned to N
+    journal_written: bool = False  # materialize: from here on the journal guards the disk
+    materialized: bool = False  # materialize: folder N exists, a failure rolls back
+    candidate_failed: bool = False  # load: Triton keeps a failed load UNAVAILABLE
+    failed_stage: Optional[str] = None  # set before the rollback steps run
+    quarantined: Optional[Path] = None  # quarantine: where failed version N went
 
     @property
     def candidate(self) -> str:
@@ -167,10 +172,14 @@ def materialize(ctx: DeployContext) -> None:
 def start_journal(ctx: DeployContext) -> dict:
     """Write the deploy journal, before anything on disk changes: if the deployer dies from here on,
     `recover` knows what to finish or undo. Sets ctx.journal_written; returns the journal."""
-    journal = {"version": ctx.version, "run_id": ctx.registered.run_id,
-               "previous_version": ctx.committed.active_version if ctx.committed else None,
-               "previous_config": ctx.before_config.decode() if ctx.before_config is not None else None,
-               "started_utc": utc_stamp(), "pid": os.getpid()}
+    journal = {
+        "version": ctx.version,
+        "run_id": ctx.registered.run_id,
+        "previous_version": ctx.committed.active_version if ctx.committed else None,
+        "previous_config": ctx.before_config.decode() if ctx.before_config is not None else None,
+        "started_utc": utc_stamp(),
+        "pid": os.getpid(),
+    }
     ctx.folder.write_journal(journal)
     ctx.journal_written = True
     return journal
@@ -182,8 +191,10 @@ def _base_config(ctx: DeployContext):
     else:  # first deploy of this model here: derive the config from the graph
         base = model_config.from_onnx(ctx.model, ctx.folder.version_path(ctx.version) / "model.onnx")
     if base.name and base.name != ctx.model:
-        raise RepositoryError(f"{ctx.folder.config_path} names model {base.name!r}, but its "
-                              f"folder is {ctx.model!r}; Triton refuses such a model. Fix the name.")
+        raise RepositoryError(
+            f"{ctx.folder.config_path} names model {base.name!r}, but its "
+            f"folder is {ctx.model!r}; Triton refuses such a model. Fix the name."
+        )
     base.name = ctx.model
     return base
 
@@ -192,6 +203,7 @@ def _base_config(ctx: DeployContext):
 # (ready, golden) while the committed version keeps serving users. Triton sends unversioned
 # requests to the highest loaded version, so loading N beside C in the live model would expose
 # users to an unproven version.
+
 
 def load(ctx: DeployContext) -> None:
     """Load N as the candidate. Sets ctx.candidate_failed when Triton refuses it."""
@@ -222,18 +234,27 @@ def commit(ctx: DeployContext) -> None:
     unload_candidate(ctx)
     ctx.folder.write_config(model_config.render(ctx.config))
     ctx.on_stage("mid", "commit")  # config pinned to N, current.json not yet: the riskiest point
-    ctx.folder.write_current(Current(
-        active_version=version, run_id=ctx.registered.run_id, alias=ctx.registered.alias,
-        updated_at_utc=utc_stamp(),
-        extra={"model": ctx.model, "env": ctx.environment.name,
-               "previous_version": ctx.committed.active_version if ctx.committed else None,
-               "deployed_by": "triton-gate"}))
+    ctx.folder.write_current(
+        Current(
+            active_version=version,
+            run_id=ctx.registered.run_id,
+            alias=ctx.registered.alias,
+            updated_at_utc=utc_stamp(),
+            extra={
+                "model": ctx.model,
+                "env": ctx.environment.name,
+                "previous_version": ctx.committed.active_version if ctx.committed else None,
+                "deployed_by": "triton-gate",
+            },
+        )
+    )
 
 
 def check_golden(ctx: DeployContext, model: str, version: int) -> None:
     """Raise unless `model` version `version` gives the golden outputs within the smoke timeout."""
-    outputs = ctx.environment.triton.infer(model, ctx.golden.inputs, list(ctx.golden.expected),
-                                      version=version, timeout=ctx.settings.smoke_timeout)
+    outputs = ctx.environment.triton.infer(
+        model, ctx.golden.inputs, list(ctx.golden.expected), version=version, timeout=ctx.settings.smoke_timeout
+    )
     ctx.golden.check(outputs, f"{model} version {version} on {ctx.environment.name}")
 
 
@@ -243,8 +264,9 @@ def load_version(ctx: DeployContext, name: str, config, version: int, source: Op
     renamed = mc_copy(config)
     renamed.name = name
     folder = ctx.folder.version_path(version if source is None else source)
-    files = {f"file:{version}/{p.relative_to(folder)}": p.read_bytes()
-             for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {
+        f"file:{version}/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
     ctx.environment.triton.load(name, model_config.to_json(renamed), files=files)
 
 
@@ -257,6 +279,7 @@ def unload_candidate(ctx: DeployContext) -> None:
 
 # Rollback steps: disk first (cannot fail on Triton), then the server. Each returns the detail
 # for its record; `recover` runs them too, from the journal of a deployer that died.
+
 
 def restore(ctx: DeployContext) -> str:
     """Put current.json and config.pbtxt back as they were before the deploy."""
@@ -295,8 +318,9 @@ def reload(ctx: DeployContext) -> str:
         load_version(ctx, ctx.candidate, config, ctx.version, source=ctx.committed.active_version)
         detail = f"cleared the failed candidate v{ctx.version}; "
     elif failed:
-        detail = ("nothing committed to clear the failed candidate with: server readiness stays "
-                  "false until Triton restarts; ")
+        detail = (
+            "nothing committed to clear the failed candidate with: server readiness stays false until Triton restarts; "
+        )
     unload_candidate(ctx)
     if ctx.committed is None:
         ctx.environment.triton.unload(ctx.model)
@@ -356,10 +380,17 @@ class _StageFailed(Exception):
 class Deployer:
     """Runs the deploy path for one model into one environment."""
 
-    def __init__(self, registry: Registry, environment: Environment, model: str, golden: GoldenSet,
-                 settings: Optional[DeploySettings] = None,
-                 on_stage: Optional[Callable[[str, str], None]] = None, *,
-                 steps: Optional[DeploySteps] = None):
+    def __init__(
+        self,
+        registry: Registry,
+        environment: Environment,
+        model: str,
+        golden: GoldenSet,
+        settings: Optional[DeploySettings] = None,
+        on_stage: Optional[Callable[[str, str], None]] = None,
+        *,
+        steps: Optional[DeploySteps] = None,
+    ):
         self.registry = registry
         self.environment = environment
         self.model = model
@@ -389,15 +420,28 @@ class Deployer:
         return result
 
     def _context(self, **known) -> DeployContext:
-        return DeployContext(self.registry, self.environment, self.model, self.golden, self.settings, self.folder,
-                             self.steps, self.on_stage, **known)
+        return DeployContext(
+            self.registry,
+            self.environment,
+            self.model,
+            self.golden,
+            self.settings,
+            self.folder,
+            self.steps,
+            self.on_stage,
+            **known,
+        )
 
     # -- the path ---------------------------------------------------------------------------
 
     def _run(self, result: DeployResult, alias: Optional[str], version: Optional[int]) -> None:
-        ctx = self._context(before_current=self.folder.current_bytes(),
-                            before_config=_read_bytes(self.folder.config_path),
-                            committed=self.folder.read_current(), alias=alias, requested_version=version)
+        ctx = self._context(
+            before_current=self.folder.current_bytes(),
+            before_config=_read_bytes(self.folder.config_path),
+            committed=self.folder.read_current(),
+            alias=alias,
+            requested_version=version,
+        )
         result.previous_version = ctx.committed.active_version if ctx.committed else None
         passed = self._stages(result, ctx)
         result.version = ctx.version
@@ -476,8 +520,11 @@ class Deployer:
                 actions = {"reload": partial(self.steps.reload, ctx), **actions}
             return self._recorded("recover", actions)
         previous_config = journal.get("previous_config")
-        ctx = self._context(committed=committed, version=journal.get("version"),
-                            before_config=previous_config.encode() if previous_config is not None else None)
+        ctx = self._context(
+            committed=committed,
+            version=journal.get("version"),
+            before_config=previous_config.encode() if previous_config is not None else None,
+        )
         if committed is not None and ctx.version is not None and committed.active_version == ctx.version:
             # It died after writing current.json: the deploy was complete but for the journal.
             actions = {"finish": partial(self._finish_commit, ctx), "verify": partial(self.steps.verify, ctx)}
@@ -509,8 +556,9 @@ def _read_bytes(path: Path) -> Optional[bytes]:
 
 def _disk_restored(records: List[StageRecord]) -> bool:
     """Whether the steps that put the repository back in order all passed."""
-    return all(r.outcome == "passed" for r in records
-               if r.name.split(":")[-1] in ("restore", "quarantine", "finish", "clean"))
+    return all(
+        r.outcome == "passed" for r in records if r.name.split(":")[-1] in ("restore", "quarantine", "finish", "clean")
+    )
 
 
 def _message(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ Both are judged only on what they leave behind. A command runs in its own proces
 environment the gate builds explicitly (documented variables plus the manifest's `pass_env`),
 so a fault the gate injects (an unreachable registry, a cutting proxy) is what the deployer sees.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -66,7 +67,7 @@ class DeployOutcome:
     message: str = ""
     exit_code: Optional[int] = None
     result: Optional[dict] = None  # the builtin path's stage records (DeployResult.to_dict())
-    deployer: str = ""             # "builtin" or the manifest's command
+    deployer: str = ""  # "builtin" or the manifest's command
     env: str = ""
     requested: str = ""
     duration_s: float = 0.0
@@ -77,12 +78,26 @@ class DeployOutcome:
         if self.result is not None:
             return {**self.result, "deployer": self.deployer or BUILTIN}
         outcome = "passed" if self.ok else "failed"
-        return {"deployer": self.deployer, "env": self.env, "requested": self.requested, "ok": self.ok,
-                "exit_code": self.exit_code, "failed_stage": self.failed_stage, "started_at": self.started_at,
-                "error": "" if self.ok else self.message[-OUTPUT_TAIL:],
-                "stages": [{"name": "command", "outcome": outcome, "duration_s": round(self.duration_s, 4),
-                            "detail": f"exit {self.exit_code}" if self.exit_code is not None else self.failed_stage or ""}],
-                "rollback": [], "recovered": []}
+        return {
+            "deployer": self.deployer,
+            "env": self.env,
+            "requested": self.requested,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "failed_stage": self.failed_stage,
+            "started_at": self.started_at,
+            "error": "" if self.ok else self.message[-OUTPUT_TAIL:],
+            "stages": [
+                {
+                    "name": "command",
+                    "outcome": outcome,
+                    "duration_s": round(self.duration_s, 4),
+                    "detail": f"exit {self.exit_code}" if self.exit_code is not None else self.failed_stage or "",
+                }
+            ],
+            "rollback": [],
+            "recovered": [],
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,24 +111,38 @@ class BuiltinDeployer:
         self.last_result: Optional[DeployResult] = None
 
     def _path(self, request: DeployRequest) -> Deployer:
-        return Deployer(Registry(request.mlflow_uri), request.environment, request.model, self.golden,
-                        request.settings)
+        return Deployer(Registry(request.mlflow_uri), request.environment, request.model, self.golden, request.settings)
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
         started = time.time()
         result = self._path(request).deploy(alias=request.alias, version=request.version)
         self.last_result = result
-        return DeployOutcome(ok=result.ok, failed_stage=result.failed_stage, message=result.describe(),
-                             result=result.to_dict(), deployer=BUILTIN, env=request.env,
-                             requested=request.requested, duration_s=time.time() - started, started_at=started)
+        return DeployOutcome(
+            ok=result.ok,
+            failed_stage=result.failed_stage,
+            message=result.describe(),
+            result=result.to_dict(),
+            deployer=BUILTIN,
+            env=request.env,
+            requested=request.requested,
+            duration_s=time.time() - started,
+            started_at=started,
+        )
 
     def recover(self, request: DeployRequest) -> Optional[DeployOutcome]:
         started = time.time()
         records = self._path(request).recover()
         ok = all(r.outcome == "passed" for r in records)
         lines = [f"  {r.name:<18} {r.outcome:<8} {r.detail}" for r in records]
-        return DeployOutcome(ok=ok, message="recover:\n" + "\n".join(lines), deployer=BUILTIN, env=request.env,
-                             requested="recover", duration_s=time.time() - started, started_at=started)
+        return DeployOutcome(
+            ok=ok,
+            message="recover:\n" + "\n".join(lines),
+            deployer=BUILTIN,
+            env=request.env,
+            requested="recover",
+            duration_s=time.time() - started,
+            started_at=started,
+        )
 
     def as_command(self, pass_env: Iterable[str] = ()) -> "CommandDeployer":
         """The same path as its command line, for scenarios that must pause or kill the deployer."""
@@ -123,8 +152,14 @@ class BuiltinDeployer:
 class CommandDeployer:
     """Runs the platform's deploy command (bash -c) with the GATE_* variables; exit 0 means deployed."""
 
-    def __init__(self, command: str, recover: Optional[str] = None, pass_env: Iterable[str] = (),
-                 timeout_s: float = 600.0, name: Optional[str] = None):
+    def __init__(
+        self,
+        command: str,
+        recover: Optional[str] = None,
+        pass_env: Iterable[str] = (),
+        timeout_s: float = 600.0,
+        name: Optional[str] = None,
+    ):
         self.command = command
         self.recover_command = recover
         self.pass_env = list(pass_env)
@@ -140,24 +175,34 @@ class CommandDeployer:
         env.update({k: v for k, v in os.environ.items() if any(fnmatch.fnmatchcase(k, p) for p in self.pass_env)})
         # The gate's own Python first: `python -m suite deploy` as the command finds this install.
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", os.defpath)
-        env.update({
-            "GATE_ENV": request.env, "GATE_MODEL": request.model,
-            "GATE_VERSION": "" if request.version is None else str(request.version),
-            "GATE_ALIAS": request.alias or "",
-            "GATE_MODEL_REPOSITORY": str(request.environment.repository),
-            "GATE_TRITON_URL": request.environment.triton.http_url,
-            "GATE_QUARANTINE": request.settings.quarantine,
-            "GATE_GOLDEN": str(request.golden_path or ""),
-            # Both: mlflow reads the registry URI apart from the tracking one.
-            "MLFLOW_TRACKING_URI": request.mlflow_uri, "MLFLOW_REGISTRY_URI": request.mlflow_uri,
-        })
+        env.update(
+            {
+                "GATE_ENV": request.env,
+                "GATE_MODEL": request.model,
+                "GATE_VERSION": "" if request.version is None else str(request.version),
+                "GATE_ALIAS": request.alias or "",
+                "GATE_MODEL_REPOSITORY": str(request.environment.repository),
+                "GATE_TRITON_URL": request.environment.triton.http_url,
+                "GATE_QUARANTINE": request.settings.quarantine,
+                "GATE_GOLDEN": str(request.golden_path or ""),
+                # Both: mlflow reads the registry URI apart from the tracking one.
+                "MLFLOW_TRACKING_URI": request.mlflow_uri,
+                "MLFLOW_REGISTRY_URI": request.mlflow_uri,
+            }
+        )
         env.update(request.hints)
         return env
 
     def start(self, request: DeployRequest, command: Optional[str] = None) -> "DeployProcess":
         command = command or self.command
-        return DeployProcess(command, self.environment(request), self.timeout_s, deployer=self.name, env=request.env,
-                             requested=request.requested if command == self.command else "recover")
+        return DeployProcess(
+            command,
+            self.environment(request),
+            self.timeout_s,
+            deployer=self.name,
+            env=request.env,
+            requested=request.requested if command == self.command else "recover",
+        )
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
         return self.start(request).wait()
@@ -176,8 +221,9 @@ class DeployProcess:
     pid, which is the group id, cannot be reused, so a signal never reaches another's process.
     """
 
-    def __init__(self, command: str, environ: Dict[str, str], timeout_s: float, deployer: str, env: str = "",
-                 requested: str = ""):
+    def __init__(
+        self, command: str, environ: Dict[str, str], timeout_s: float, deployer: str, env: str = "", requested: str = ""
+    ):
         self.command = command
         self.timeout_s = timeout_s
         self.deployer = deployer
@@ -186,8 +232,14 @@ class DeployProcess:
         self._output = tempfile.TemporaryFile(mode="w+b")
         self.started_at = time.time()
         self._begin = time.perf_counter()
-        self.proc = subprocess.Popen(["bash", "-c", command], env=environ, stdin=subprocess.DEVNULL,
-                                     stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["bash", "-c", command],
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         Watchdog.shared().watch(self.proc.pid)
 
     @property
@@ -223,12 +275,21 @@ class DeployProcess:
         self._output.seek(0)
         tail = self._output.read().decode(errors="replace")[-OUTPUT_TAIL:]
         self._output.close()
-        common = dict(deployer=self.deployer, env=self.env, requested=self.requested, duration_s=duration,
-                      started_at=self.started_at)
+        common = dict(
+            deployer=self.deployer,
+            env=self.env,
+            requested=self.requested,
+            duration_s=duration,
+            started_at=self.started_at,
+        )
         if timed_out:
-            return DeployOutcome(ok=False, failed_stage="timeout", exit_code=None,
-                                 message=f"deploy command timed out after {self.timeout_s:.0f} s: {self.command}\n{tail}",
-                                 **common)
+            return DeployOutcome(
+                ok=False,
+                failed_stage="timeout",
+                exit_code=None,
+                message=f"deploy command timed out after {self.timeout_s:.0f} s: {self.command}\n{tail}",
+                **common,
+            )
         code = self.proc.returncode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
         return DeployOutcome(ok=code == 0, exit_code=code, message=f"`{self.command}` {how}\n{tail}", **common)

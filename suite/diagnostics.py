@@ -1,4 +1,5 @@
 """Evidence gathered when a scenario fails: server logs, repository state, monitoring state."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, is_dataclass
@@ -45,8 +46,9 @@ def _guarded(call, *args) -> Any:
         return f"(could not be gathered: {type(exc).__name__}: {exc})"
 
 
-def environment_evidence(name: str, repository: Path, model: str, triton=None,
-                         log_path: Optional[Path] = None) -> Dict[str, Any]:
+def environment_evidence(
+    name: str, repository: Path, model: str, triton=None, log_path: Optional[Path] = None
+) -> Dict[str, Any]:
     evidence: Dict[str, Any] = {
         "repository": str(repository),
         "repository_listing": repository_listing(repository),
@@ -61,14 +63,27 @@ def environment_evidence(name: str, repository: Path, model: str, triton=None,
 
 def _prometheus_targets(url: str) -> List[dict]:
     targets = requests.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-    return [{"scrapeUrl": t.get("scrapeUrl"), "health": t.get("health"), "lastError": t.get("lastError"),
-             "labels": t.get("labels")} for t in targets]
+    return [
+        {
+            "scrapeUrl": t.get("scrapeUrl"),
+            "health": t.get("health"),
+            "lastError": t.get("lastError"),
+            "labels": t.get("labels"),
+        }
+        for t in targets
+    ]
 
 
 def _alertmanager_alerts(url: str) -> List[dict]:
     alerts = requests.get(f"{url}/api/v2/alerts", timeout=5).json()
-    return [{"labels": a.get("labels"), "status": (a.get("status") or {}).get("state"),
-             "receivers": [r.get("name") for r in a.get("receivers", [])]} for a in alerts]
+    return [
+        {
+            "labels": a.get("labels"),
+            "status": (a.get("status") or {}).get("state"),
+            "receivers": [r.get("name") for r in a.get("receivers", [])],
+        }
+        for a in alerts
+    ]
 
 
 def monitoring_evidence(prometheus_url: Optional[str], alertmanager_url: Optional[str]) -> Dict[str, Any]:

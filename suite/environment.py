@@ -4,6 +4,7 @@ A target's stack builds one `Environment` per environment of the manifest; the s
 what a deploy goes into, what a fault breaks and what the invariants look at. Names: `env` is
 always an environment's name (a string from the manifest), `environment` always this object.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

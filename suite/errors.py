@@ -1,4 +1,5 @@
 """Exceptions raised by the engine; each says what was expected, what was seen and what to do."""
+
 from __future__ import annotations
 
 

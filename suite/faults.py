@@ -6,6 +6,7 @@ repairs what it broke afterwards (`repair`, e.g. restart a killed server) before
 are checked. Faults only act from outside the deployer (registry, network, filesystem,
 processes), so they apply unchanged to a platform's own deploy command.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,9 +38,9 @@ class FaultContext:
     model: str
     registry: Registry
     golden: GoldenSet
-    register: Callable[[bytes, str], int]   # (onnx bytes, label) -> registry version
+    register: Callable[[bytes, str], int]  # (onnx bytes, label) -> registry version
     registered_bytes: Dict[int, bytes] = field(default_factory=dict)  # what each version's file holds
-    artifacts_root: Optional[Path] = None    # the registry's local artifact store, when it has one
+    artifacts_root: Optional[Path] = None  # the registry's local artifact store, when it has one
     committed: Optional[int] = None
     notes: List[str] = field(default_factory=list)
 
@@ -59,8 +60,8 @@ class Overrides:
 class Fault:
     name = ""
     description = ""
-    expected_stage = ""         # where the builtin deploy path must fail
-    disrupts_serving = False    # the fault takes the server down: the probe sees errors by design
+    expected_stage = ""  # where the builtin deploy path must fail
+    disrupts_serving = False  # the fault takes the server down: the probe sees errors by design
     needs_root = False
 
     def prepare(self, ctx: FaultContext) -> Optional[int]:
@@ -130,8 +131,8 @@ class _ServerKill(Fault):
 
     disrupts_serving = True
     poll_s = 0.01
-    delay_s = 0.3    # the kill lands this long after the condition is seen (into the load, the unload...)
-    watch_s = 60.0   # the condition is watched for at most this long: longer than any deploy under test
+    delay_s = 0.3  # the kill lands this long after the condition is seen (into the load, the unload...)
+    watch_s = 60.0  # the condition is watched for at most this long: longer than any deploy under test
 
     def seen(self, ctx: FaultContext, version: int) -> bool:
         raise NotImplementedError
@@ -153,8 +154,13 @@ class _ServerKill(Fault):
 
         def watch() -> None:
             try:  # Triton may not answer while busy: an exception is "not yet", keep watching
-                wait_for(kill_once_seen, timeout_s=self.watch_s, interval_s=self.poll_s, transient=(Exception,),
-                         awaiting=f"the condition of fault {self.name}")
+                wait_for(
+                    kill_once_seen,
+                    timeout_s=self.watch_s,
+                    interval_s=self.poll_s,
+                    transient=(Exception,),
+                    awaiting=f"the condition of fault {self.name}",
+                )
             except WaitTimeout:
                 pass  # never seen: the note below says so
 
@@ -174,8 +180,10 @@ class _ServerKill(Fault):
             ctx.environment.server.start()
         settled = ctx.environment.triton.wait_model_settled(ctx.model, timeout_s=MODEL_LOAD_S)
         if ctx.committed is not None and ctx.committed not in ctx.environment.triton.ready_versions(ctx.model):
-            ctx.notes.append(f"after the restart Triton does not serve the committed v{ctx.committed}: "
-                             + "; ".join(f"v{e.version} {e.state} {e.reason[:200]}" for e in settled))
+            ctx.notes.append(
+                f"after the restart Triton does not serve the committed v{ctx.committed}: "
+                + "; ".join(f"v{e.version} {e.state} {e.reason[:200]}" for e in settled)
+            )
 
 
 class KillDuringLoad(_ServerKill):
@@ -331,25 +339,37 @@ class AliasPointsNowhere(Fault):
         yield Overrides(alias="gate-alias-that-points-nowhere")
 
 
-CATALOGUE: Dict[str, Fault] = {f.name: f for f in [
-    CorruptStoredModel(),
-    BadModelFault("config-wrong-input-name", "renamed-input", "load",
-                  "the model's input is named 'features' but config.pbtxt says 'input'"),
-    BadModelFault("config-wrong-dims", "five-features", "load",
-                  "the model takes 5 features but config.pbtxt says dims [-1, 4]"),
-    BadModelFault("config-wrong-dtype", "double-input", "load",
-                  "the model takes FP64 but config.pbtxt says TYPE_FP32"),
-    BadModelFault("wrong-answers", "flipped", "smoke", "the model loads but every label is wrong"),
-    SlowModel(),
-    KillDuringLoad(),
-    KillDuringSmoke(),
-    MlflowUnreachable(),
-    DownloadCutHalfway(),
-    ReadOnlyRepository(),
-    FullRepository(),
-    MissingVersion(),
-    AliasPointsNowhere(),
-]}
+CATALOGUE: Dict[str, Fault] = {
+    f.name: f
+    for f in [
+        CorruptStoredModel(),
+        BadModelFault(
+            "config-wrong-input-name",
+            "renamed-input",
+            "load",
+            "the model's input is named 'features' but config.pbtxt says 'input'",
+        ),
+        BadModelFault(
+            "config-wrong-dims",
+            "five-features",
+            "load",
+            "the model takes 5 features but config.pbtxt says dims [-1, 4]",
+        ),
+        BadModelFault(
+            "config-wrong-dtype", "double-input", "load", "the model takes FP64 but config.pbtxt says TYPE_FP32"
+        ),
+        BadModelFault("wrong-answers", "flipped", "smoke", "the model loads but every label is wrong"),
+        SlowModel(),
+        KillDuringLoad(),
+        KillDuringSmoke(),
+        MlflowUnreachable(),
+        DownloadCutHalfway(),
+        ReadOnlyRepository(),
+        FullRepository(),
+        MissingVersion(),
+        AliasPointsNowhere(),
+    ]
+}
 
 
 def file_digests(onnx_bytes: bytes) -> Dict[str, str]:

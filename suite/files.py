@@ -3,6 +3,7 @@
 One implementation for the model repository (`current.json`, `config.pbtxt`, the journal), the
 reports, the MLflow store template and Prometheus' target file.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 The smoke check compares outputs with these; an HTTP 200 alone proves nothing (the seed's gap).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,7 @@ class GoldenSet:
                 continue
             got = np.asarray(got)
             if got.shape != want.values.shape:
-                problems.append(f"output {name!r} has shape {list(got.shape)}, "
-                                f"expected {list(want.values.shape)}")
+                problems.append(f"output {name!r} has shape {list(got.shape)}, expected {list(want.values.shape)}")
                 continue
             if want.atol == 0:
                 bad = np.flatnonzero(got.reshape(-1) != want.values.reshape(-1))
@@ -59,22 +59,26 @@ class GoldenSet:
     def check(self, outputs: Dict[str, np.ndarray], what: str) -> None:
         problems = self.compare(outputs)
         if problems:
-            raise GoldenMismatch(f"{what} does not give the golden outputs of {self.source}: "
-                                 + "; ".join(problems))
+            raise GoldenMismatch(f"{what} does not give the golden outputs of {self.source}: " + "; ".join(problems))
 
 
 def load_golden(path: Path) -> GoldenSet:
     """Read a golden file: {"inputs": {name: {"datatype", "data"}}, "expected": {...}}."""
     try:
         body = json.loads(Path(path).read_text())
-        inputs = {name: np.asarray(spec["data"], dtype=_np_dtype(spec["datatype"]))
-                  for name, spec in body["inputs"].items()}
-        expected = {name: OutputExpectation(np.asarray(spec["data"], dtype=_np_dtype(spec["datatype"])),
-                                            float(spec.get("atol", 0.0)))
-                    for name, spec in body["expected"].items()}
+        inputs = {
+            name: np.asarray(spec["data"], dtype=_np_dtype(spec["datatype"])) for name, spec in body["inputs"].items()
+        }
+        expected = {
+            name: OutputExpectation(
+                np.asarray(spec["data"], dtype=_np_dtype(spec["datatype"])), float(spec.get("atol", 0.0))
+            )
+            for name, spec in body["expected"].items()
+        }
     except FileNotFoundError as exc:
-        raise RepositoryError(f"golden set {path} does not exist; name one with `golden:` under "
-                              f"`model:` in the platform manifest.") from exc
+        raise RepositoryError(
+            f"golden set {path} does not exist; name one with `golden:` under `model:` in the platform manifest."
+        ) from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise RepositoryError(
             f"golden set {path} is malformed ({exc!r}). Expected JSON with 'inputs' and "
@@ -84,8 +88,16 @@ def load_golden(path: Path) -> GoldenSet:
     return GoldenSet(inputs, expected, str(path), list(body.get("notes", [])))
 
 
-_DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64,
-           "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
+_DTYPES = {
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "FP16": np.float16,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 def _np_dtype(triton_type: str) -> type:

@@ -4,6 +4,7 @@ The gate hands a deployer the proxy's URL instead of the server's: it sees every
 deployer makes (a Triton load request is an observable point of a deploy) and can cut a model
 download halfway, whatever client the deployer uses (requests, tritonclient, curl, mlflow).
 """
+
 from __future__ import annotations
 
 import http.server
@@ -26,8 +27,12 @@ class ForwardingProxy(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, upstream: str, on_request: Optional[Callable[[str, str], None]] = None,
-                 cut: Optional[Callable[[str, str], bool]] = None):
+    def __init__(
+        self,
+        upstream: str,
+        on_request: Optional[Callable[[str, str], None]] = None,
+        cut: Optional[Callable[[str, str], bool]] = None,
+    ):
         self.upstream = upstream.rstrip("/")
         self.on_request = on_request or (lambda method, path: None)
         self.cut = cut or (lambda method, path: False)
@@ -61,8 +66,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.on_request(self.command, self.path)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
         try:
-            upstream = requests.request(self.command, self.server.upstream + self.path, headers=headers,
-                                        data=body, timeout=FORWARD_TIMEOUT_S, allow_redirects=False)
+            upstream = requests.request(
+                self.command,
+                self.server.upstream + self.path,
+                headers=headers,
+                data=body,
+                timeout=FORWARD_TIMEOUT_S,
+                allow_redirects=False,
+            )
         except requests.RequestException as exc:  # the server is down: say so as a gateway would
             self.send_error(502, f"upstream {self.server.upstream} unreachable: {type(exc).__name__}")
             return

@@ -5,6 +5,7 @@ paused (SIGSTOP to its process group) at a point the gate observes (suite/observ
 other action runs while it is paused, and the first deploy is resumed when the other action
 is done, or after `hold_s` when the other action waits for the first (a deploy lock).
 """
+
 from __future__ import annotations
 
 import signal
@@ -23,14 +24,20 @@ T = TypeVar("T")
 @dataclass
 class Interleaving(Generic[T]):
     first: DeployOutcome
-    other: Optional[T]          # the other action's result (None: it never ran)
-    point_seen: Optional[str]   # what was observed when the first deploy was paused
-    other_waited: bool          # the other action was still running when the first resumed
+    other: Optional[T]  # the other action's result (None: it never ran)
+    point_seen: Optional[str]  # what was observed when the first deploy was paused
+    other_waited: bool  # the other action was still running when the first resumed
     error: Optional[BaseException] = None
 
 
-def interleave(start_first: Callable[[str], DeployProcess], model_folder: Path, triton_url: str, point: str,
-               other: Callable[[], T], hold_s: float) -> Interleaving[T]:
+def interleave(
+    start_first: Callable[[str], DeployProcess],
+    model_folder: Path,
+    triton_url: str,
+    point: str,
+    other: Callable[[], T],
+    hold_s: float,
+) -> Interleaving[T]:
     """Start the first deploy (given the Triton URL to use), pause it at `point`, run `other`."""
     process_ready = threading.Event()
     paused = threading.Event()
@@ -49,8 +56,12 @@ def interleave(start_first: Callable[[str], DeployProcess], model_folder: Path, 
         waited = False
         try:
             try:
-                wait_for(lambda: paused.is_set() or process.exited(), timeout_s=process.timeout_s, interval_s=0.01,
-                         awaiting=f"the first deploy to reach {point} or to exit")
+                wait_for(
+                    lambda: paused.is_set() or process.exited(),
+                    timeout_s=process.timeout_s,
+                    interval_s=0.01,
+                    awaiting=f"the first deploy to reach {point} or to exit",
+                )
             except WaitTimeout:
                 pass  # neither within the deploy's own timeout: wait() below times it out
             if paused.is_set():

@@ -14,6 +14,7 @@ After a successful deploy the mirror holds: current.json = N, N serves golden, n
 Every violated invariant is reported, not only the first; an invariant that cannot be checked
 in the state at hand is reported "not applicable" with the reason, never as held.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -105,10 +106,10 @@ class EnvironmentState:
     current_bytes: Optional[bytes]
     committed: Optional[int]
     config_bytes: Optional[bytes]
-    versions: Dict[str, str]     # the model's versions and quarantine: relative path -> sha256
+    versions: Dict[str, str]  # the model's versions and quarantine: relative path -> sha256
     quarantined: List[str]
-    entries: Set[str]            # top-level names of the repository and of the model's folder
-    loaded: Set[str]             # models Triton has loaded (any name: candidates too)
+    entries: Set[str]  # top-level names of the repository and of the model's folder
+    loaded: Set[str]  # models Triton has loaded (any name: candidates too)
     snapshot: EnvironmentSnapshot
     current_inode: Optional[int] = None  # to tell a rewrite in place from temp file + os.replace
 
@@ -118,8 +119,10 @@ class EnvironmentView:
 
     def __init__(self, environment: Environment, model: str, layout: Optional[QuarantineLayout] = None):
         if environment.repository is None:
-            raise GateError(f"{environment.name} has no model repository the gate can read; the invariants "
-                            f"compare its files, so the manifest must name one (cluster.model_repository)")
+            raise GateError(
+                f"{environment.name} has no model repository the gate can read; the invariants "
+                f"compare its files, so the manifest must name one (cluster.model_repository)"
+            )
         self.environment = environment
         self.name = environment.name
         self.repository = environment.repository
@@ -129,10 +132,19 @@ class EnvironmentView:
     def capture(self) -> EnvironmentState:
         current = self.folder.current_bytes()
         committed = parse_current(current).active_version if current is not None else None
-        return EnvironmentState(self.name, self.repository, current, committed, _read(self.folder.config_path),
-                                _model_state(self.folder), [_rel(self.folder, p) for p in self.folder.quarantined()],
-                                _entries(self.folder), self.triton.loaded_models(), snapshot(self.repository, self.triton),
-                                _inode(self.folder.current_path))
+        return EnvironmentState(
+            self.name,
+            self.repository,
+            current,
+            committed,
+            _read(self.folder.config_path),
+            _model_state(self.folder),
+            [_rel(self.folder, p) for p in self.folder.quarantined()],
+            _entries(self.folder),
+            self.triton.loaded_models(),
+            snapshot(self.repository, self.triton),
+            _inode(self.folder.current_path),
+        )
 
 
 def _read(path: Path) -> Optional[bytes]:
@@ -181,10 +193,16 @@ class InvariantChecker:
 
     # -- the judgements --------------------------------------------------------------------
 
-    def after_failure(self, view: EnvironmentView, before: EnvironmentState,
-                      others: Dict[EnvironmentView, EnvironmentState], version: Optional[int],
-                      expected_files: Optional[Dict[str, str]], outcome: "DeployOutcome",
-                      materialized: bool) -> Judgement:
+    def after_failure(
+        self,
+        view: EnvironmentView,
+        before: EnvironmentState,
+        others: Dict[EnvironmentView, EnvironmentState],
+        version: Optional[int],
+        expected_files: Optional[Dict[str, str]],
+        outcome: "DeployOutcome",
+        materialized: bool,
+    ) -> Judgement:
         """After a deploy of `version` that had to fail.
 
         `expected_files` is what the version folder holds when materialized (relative path ->
@@ -205,9 +223,14 @@ class InvariantChecker:
         self._reported_failure(outcome, found)
         return found
 
-    def after_success(self, view: EnvironmentView, before: EnvironmentState,
-                      others: Dict[EnvironmentView, EnvironmentState], version: int,
-                      outcome: "DeployOutcome") -> Judgement:
+    def after_success(
+        self,
+        view: EnvironmentView,
+        before: EnvironmentState,
+        others: Dict[EnvironmentView, EnvironmentState],
+        version: int,
+        outcome: "DeployOutcome",
+    ) -> Judgement:
         """After a deploy of `version` that had to succeed (current.json = N, N serves golden)."""
         found = Judgement()
         try:
@@ -216,8 +239,9 @@ class InvariantChecker:
             current = None
             found.add(1, str(exc))
         if current is None or current.active_version != version:
-            found.add(1, f"current.json names version {current.active_version if current else None}, "
-                         f"expected {version}")
+            found.add(
+                1, f"current.json names version {current.active_version if current else None}, expected {version}"
+            )
         found.extend(1, self._written_atomically(view, before))
         found.extend(2, self._serves(view, version))
         found.not_applicable[3] = "the deploy was good: nothing to quarantine"
@@ -227,9 +251,14 @@ class InvariantChecker:
             found.add(6, f"the deploy of a good version failed: {outcome.message[:500]}")
         return found
 
-    def after_recovery(self, view: EnvironmentView, before: EnvironmentState,
-                       others: Dict[EnvironmentView, EnvironmentState], version: int,
-                       outcome: "DeployOutcome") -> Judgement:
+    def after_recovery(
+        self,
+        view: EnvironmentView,
+        before: EnvironmentState,
+        others: Dict[EnvironmentView, EnvironmentState],
+        version: int,
+        outcome: "DeployOutcome",
+    ) -> Judgement:
         """After a deployer died deploying `version` and the platform's recovery ran: either the
         deploy was finished (current.json = N) or undone (the state before it), never a mix."""
         try:
@@ -247,9 +276,12 @@ class InvariantChecker:
             self._committed_files_unchanged(view, before, found)
             found.extend(2, self._serves(view, before.committed))
             if version in view.folder.versions() and version != before.committed:
-                found.add(3, f"version folder {version} of the interrupted deploy is still among the numeric "
-                             f"versions {view.folder.versions()} after recovery: a restart or the next "
-                             f"deploy may take it as a good version")
+                found.add(
+                    3,
+                    f"version folder {version} of the interrupted deploy is still among the numeric "
+                    f"versions {view.folder.versions()} after recovery: a restart or the next "
+                    f"deploy may take it as a good version",
+                )
             self._beside_versions(view, before, found)
             self._no_leftovers(view, before, found)
             self._others(others, found)
@@ -264,13 +296,18 @@ class InvariantChecker:
         now = view.folder.current_bytes()
         if now != before.current_bytes:
             try:
-                same = now is not None and before.current_bytes is not None and \
-                    json_content(now) == json_content(before.current_bytes)
+                same = (
+                    now is not None
+                    and before.current_bytes is not None
+                    and json_content(now) == json_content(before.current_bytes)
+                )
             except ValueError:
                 same = False
             if same:
-                found.notes.append("current.json was rewritten with the same content (formatting or "
-                                   "byte-level change only): not a violation")
+                found.notes.append(
+                    "current.json was rewritten with the same content (formatting or "
+                    "byte-level change only): not a violation"
+                )
             else:
                 found.add(1, f"current.json changed from {_show(before.current_bytes)} to {_show(now)}")
         if now is not None:
@@ -282,8 +319,10 @@ class InvariantChecker:
         if config_now != before.config_bytes:
             difference = _config_difference(before.config_bytes, config_now)
             if difference:
-                found.add(1, f"config.pbtxt is not the committed one any more: {difference}; a restarted "
-                             f"Triton would load that")
+                found.add(
+                    1,
+                    f"config.pbtxt is not the committed one any more: {difference}; a restarted Triton would load that",
+                )
             else:
                 found.notes.append("config.pbtxt was rewritten with the same content: not a violation")
 
@@ -294,9 +333,11 @@ class InvariantChecker:
         if before.current_inode is None or view.folder.current_bytes() == before.current_bytes:
             return []
         if _inode(view.folder.current_path) == before.current_inode:
-            return [f"current.json changed but kept its inode {before.current_inode}: it was rewritten in "
-                    "place, so a reader or a crash mid-write sees a torn file; write a temporary file in "
-                    "the same folder and os.replace() it"]
+            return [
+                f"current.json changed but kept its inode {before.current_inode}: it was rewritten in "
+                "place, so a reader or a crash mid-write sees a torn file; write a temporary file in "
+                "the same folder and os.replace() it"
+            ]
         return []
 
     def _serves(self, view: EnvironmentView, version: Optional[int]) -> List[str]:
@@ -311,8 +352,10 @@ class InvariantChecker:
             view.triton.wait_server_ready(SERVER_READY_S)
         except WaitTimeout:
             # A readiness probe on /v2/health/ready would take the pod out of its Service.
-            problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_S:.0f} s "
-                            f"(a model in a failed state keeps the whole server unready)")
+            problems.append(
+                f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_S:.0f} s "
+                f"(a model in a failed state keeps the whole server unready)"
+            )
         return problems
 
     def _untouched(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
@@ -320,49 +363,73 @@ class InvariantChecker:
         after = _model_state(view.folder)
         changed = sorted(k for k in set(after) | set(before.versions) if after.get(k) != before.versions.get(k))
         if changed:
-            found.add(3, f"this fault strikes before a complete version can exist (a cut download, a refused "
-                         f"write, an unknown version), so the model's versions, quarantine and committed files "
-                         f"must be as they were; they changed: {changed}")
+            found.add(
+                3,
+                f"this fault strikes before a complete version can exist (a cut download, a refused "
+                f"write, an unknown version), so the model's versions, quarantine and committed files "
+                f"must be as they were; they changed: {changed}",
+            )
 
-    def _quarantined(self, view: EnvironmentView, before: EnvironmentState, version: int,
-                     expected_files: Optional[Dict[str, str]], found: Judgement) -> None:
+    def _quarantined(
+        self,
+        view: EnvironmentView,
+        before: EnvironmentState,
+        version: int,
+        expected_files: Optional[Dict[str, str]],
+        found: Judgement,
+    ) -> None:
         folder = view.folder
         if version in folder.versions():
-            found.add(3, f"version folder {version} is still among the numeric versions {folder.versions()}: "
-                         f"Triton could serve it after a restart")
+            found.add(
+                3,
+                f"version folder {version} is still among the numeric versions {folder.versions()}: "
+                f"Triton could serve it after a restart",
+            )
         new = [p for p in folder.quarantined(version) if _rel(folder, p) not in before.quarantined]
         if len(new) != 1:
-            found.add(3, f"expected exactly one new quarantined copy of v{version} at "
-                         f"{folder.layout.template!r} (the platform's quarantine layout), found "
-                         f"{[_rel(folder, p) for p in new]}; a failed version must be kept, never deleted. "
-                         f"Model folder now: {folder.entries()}")
+            found.add(
+                3,
+                f"expected exactly one new quarantined copy of v{version} at "
+                f"{folder.layout.template!r} (the platform's quarantine layout), found "
+                f"{[_rel(folder, p) for p in new]}; a failed version must be kept, never deleted. "
+                f"Model folder now: {folder.entries()}",
+            )
         elif expected_files is not None:
             kept = tree_digest(new[0])
             missing = sorted(set(expected_files.values()) - set(kept.values()))
             if missing:
-                found.add(3, f"{_rel(folder, new[0])} is not the complete version: no file in it has the "
-                             f"registry's bytes (sha256 {missing[0][:12]}...); it holds {sorted(kept)}")
+                found.add(
+                    3,
+                    f"{_rel(folder, new[0])} is not the complete version: no file in it has the "
+                    f"registry's bytes (sha256 {missing[0][:12]}...); it holds {sorted(kept)}",
+                )
         self._beside_versions(view, before, found)
 
     def _beside_versions(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
         """A quarantined folder named `3.failed_<ts>` beside the versions is read by Triton as
         version 3 unless config.pbtxt pins the versions (measured on 2.51: NoSuchFile on 3/)."""
-        names = [n.split("/", 1)[1] for n in _entries(view.folder) - before.entries
-                 if n.startswith(view.folder.model + "/")]
+        names = [
+            n.split("/", 1)[1] for n in _entries(view.folder) - before.entries if n.startswith(view.folder.model + "/")
+        ]
         readable = read_as_versions(names)
         if not readable:
             return
         config = _read(view.folder.config_path)
         try:
-            pinned = config is not None and \
-                model_config.parse(config.decode()).version_policy.WhichOneof("policy_choice") == "specific"
+            pinned = (
+                config is not None
+                and model_config.parse(config.decode()).version_policy.WhichOneof("policy_choice") == "specific"
+            )
         except GateError:
             pinned = False
         if not pinned:
-            found.add(3, f"{readable} sit beside the version folders and config.pbtxt has no version_policy: "
-                         f"Triton reads such a folder as the version its name begins with (measured on 2.51: the "
-                         f"next load fails with NoSuchFile for that version); quarantine outside the version "
-                         f"folders or pin the versions")
+            found.add(
+                3,
+                f"{readable} sit beside the version folders and config.pbtxt has no version_policy: "
+                f"Triton reads such a folder as the version its name begins with (measured on 2.51: the "
+                f"next load fails with NoSuchFile for that version); quarantine outside the version "
+                f"folders or pin the versions",
+            )
 
     def _no_leftovers(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
         """Nothing new but the committed files, version folders (invariants 2 and 3 judge those)
@@ -387,8 +454,9 @@ class InvariantChecker:
             return
         for view, state in others.items():
             if state.committed is None:
-                found.not_applicable[5] = (f"{view.name} has nothing committed, so a change to its served state "
-                                           f"could not be seen")
+                found.not_applicable[5] = (
+                    f"{view.name} has nothing committed, so a change to its served state could not be seen"
+                )
             differences = state.snapshot.differences(snapshot(view.repository, view.triton))
             if differences:
                 found.add(5, f"{view.name} changed: " + "; ".join(differences))
@@ -414,14 +482,18 @@ def _config_difference(before: Optional[bytes], after: Optional[bytes]) -> str:
         return f"it does not parse any more ({exc})"
     if old == new:
         return ""
-    fields = sorted({f.name for f, _ in old.ListFields()} ^ {f.name for f, _ in new.ListFields()}
-                    | {f.name for f, v in old.ListFields() if getattr(new, f.name) != v})
+    fields = sorted(
+        {f.name for f, _ in old.ListFields()} ^ {f.name for f, _ in new.ListFields()}
+        | {f.name for f, v in old.ListFields() if getattr(new, f.name) != v}
+    )
     return f"fields {fields} differ (version_policy was {_policy(old)}, is {_policy(new)})"
 
 
 def _policy(config) -> str:
     pinned = model_config.pinned_version(config)
-    return f"pinned to v{pinned}" if pinned is not None else (config.version_policy.WhichOneof("policy_choice") or "none")
+    return (
+        f"pinned to v{pinned}" if pinned is not None else (config.version_policy.WhichOneof("policy_choice") or "none")
+    )
 
 
 def _show(data: Optional[bytes]) -> str:

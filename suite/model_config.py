@@ -1,4 +1,5 @@
 """Triton `config.pbtxt` read and written through protobuf, never by hand."""
+
 from __future__ import annotations
 
 import json

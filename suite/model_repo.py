@@ -3,6 +3,7 @@
 Nothing here ever deletes a model version or `current.json`: a failed version is renamed to
 `<N>.failed_<UTC>`. The only things removed are the gate's own staging folders.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,16 +60,20 @@ def parse_current(data: bytes, source: str = CURRENT_JSON) -> Current:
     try:
         body = json.loads(data)
     except ValueError as exc:
-        raise RepositoryError(f"{source} is not valid JSON ({exc}); it must be an object with "
-                              f"active_version, run_id, alias and updated_at_utc.") from exc
-    if not isinstance(body, dict) or not isinstance(body.get("active_version"), int):
         raise RepositoryError(
-            f"{source} must be a JSON object whose active_version is an integer; saw {body!r}."
-        )
-    extra = {k: v for k, v in body.items()
-             if k not in ("active_version", "run_id", "alias", "updated_at_utc")}
-    return Current(body["active_version"], str(body.get("run_id", "")), str(body.get("alias", "")),
-                   str(body.get("updated_at_utc", "")), extra)
+            f"{source} is not valid JSON ({exc}); it must be an object with "
+            f"active_version, run_id, alias and updated_at_utc."
+        ) from exc
+    if not isinstance(body, dict) or not isinstance(body.get("active_version"), int):
+        raise RepositoryError(f"{source} must be a JSON object whose active_version is an integer; saw {body!r}.")
+    extra = {k: v for k, v in body.items() if k not in ("active_version", "run_id", "alias", "updated_at_utc")}
+    return Current(
+        body["active_version"],
+        str(body.get("run_id", "")),
+        str(body.get("alias", "")),
+        str(body.get("updated_at_utc", "")),
+        extra,
+    )
 
 
 def json_content(data: Optional[bytes]) -> object:
@@ -137,8 +142,11 @@ class ModelFolder:
         """Staging, temporary and journal entries a finished deploy must never leave behind."""
         if not self.path.is_dir():
             return []
-        return sorted(p for p in self.path.iterdir()
-                      if p.name.startswith(STAGING_PREFIX) or p.name.endswith(".tmp") or p.name == JOURNAL)
+        return sorted(
+            p
+            for p in self.path.iterdir()
+            if p.name.startswith(STAGING_PREFIX) or p.name.endswith(".tmp") or p.name == JOURNAL
+        )
 
     def remove_staging_leftovers(self) -> List[str]:
         """Remove what an interrupted deploy left half-made: staging folders and temp files.

@@ -4,6 +4,7 @@ The user's files are read as they are. What the gate changes to run them in seco
 minutes (`for:` durations, rate windows, Alertmanager group timings, notification URLs) is done
 here and listed, so reports can say exactly what was shortened or rewritten.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,8 +66,10 @@ def load_rules(path: Path) -> RuleSet:
     else:
         groups = None
     if not isinstance(groups, list):
-        raise PlatformError(f"rule file {path} has no rule groups: expected a Prometheus rule file "
-                            f"(`groups:`) or a PrometheusRule resource (`spec.groups`).")
+        raise PlatformError(
+            f"rule file {path} has no rule groups: expected a Prometheus rule file "
+            f"(`groups:`) or a PrometheusRule resource (`spec.groups`)."
+        )
     return RuleSet(Path(path), groups)
 
 
@@ -147,8 +150,11 @@ def _detects_down(node) -> bool:
         op = str(node.op)
         for selector, number in ((node.lhs, node.rhs), (node.rhs, node.lhs)):
             value = getattr(number, "val", None) if isinstance(number, promql_parser.NumberLiteral) else None
-            if value is not None and "up" in set(_names(selector)) and (
-                    (op == "==" and value == 0) or (op == "<" and value <= 1) or (op == "<=" and value < 1)):
+            if (
+                value is not None
+                and "up" in set(_names(selector))
+                and ((op == "==" and value == 0) or (op == "<" and value <= 1) or (op == "<=" and value < 1))
+            ):
                 return True
     children = [getattr(node, a, None) for a in ("lhs", "rhs", "expr", "param")]
     children += list(getattr(node, "args", None) or [])
@@ -185,11 +191,14 @@ def panel_queries(dashboard: dict) -> List[PanelQuery]:
 
 def resolve_variables(expr: str, values: Dict[str, str]) -> str:
     """Grafana template variables ($x, ${x}, [[x]], $__rate_interval...) replaced by values."""
+
     def replace(match: re.Match) -> str:
         name = match.group(1) or match.group(2) or match.group(3)
         if name not in values:
-            raise PlatformError(f"dashboard query uses variable ${name}, which the gate cannot resolve "
-                                f"(known: {sorted(values)}): {expr}")
+            raise PlatformError(
+                f"dashboard query uses variable ${name}, which the gate cannot resolve "
+                f"(known: {sorted(values)}): {expr}"
+            )
         return values[name]
 
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)", replace, expr)
@@ -197,9 +206,17 @@ def resolve_variables(expr: str, values: Dict[str, str]) -> str:
 
 # -- Alertmanager ------------------------------------------------------------------------------
 
-_URL_KEYS = {"slack_configs": "api_url", "webhook_configs": "url", "discord_configs": "webhook_url",
-             "msteams_configs": "webhook_url", "telegram_configs": "api_url", "pagerduty_configs": "url",
-             "opsgenie_configs": "api_url", "victorops_configs": "api_url", "pushover_configs": "url"}
+_URL_KEYS = {
+    "slack_configs": "api_url",
+    "webhook_configs": "url",
+    "discord_configs": "webhook_url",
+    "msteams_configs": "webhook_url",
+    "telegram_configs": "api_url",
+    "pagerduty_configs": "url",
+    "opsgenie_configs": "api_url",
+    "victorops_configs": "api_url",
+    "pushover_configs": "url",
+}
 # repeat_interval stays as the user set it: shortened, every firing group would re-notify each second.
 _TIMINGS = ("group_wait", "group_interval")
 
@@ -236,11 +253,15 @@ def alertmanager_for(platform: Platform, env: str) -> Optional[AlertmanagerConfi
     if monitoring is None or not monitoring.alertmanager:
         return None
     if env not in monitoring.alertmanager:
-        raise PlatformError(f"monitoring.alertmanager names {sorted(monitoring.alertmanager)} but not environment {env!r}")
+        raise PlatformError(
+            f"monitoring.alertmanager names {sorted(monitoring.alertmanager)} but not environment {env!r}"
+        )
     return load_alertmanager(platform.resolve(monitoring.alertmanager[env]))
 
 
-def for_the_gate(config: AlertmanagerConfig, capture_url: str, timing: str = f"{GROUP_WAIT_S:g}s") -> AlertmanagerConfig:
+def for_the_gate(
+    config: AlertmanagerConfig, capture_url: str, timing: str = f"{GROUP_WAIT_S:g}s"
+) -> AlertmanagerConfig:
     """The same routing with notification URLs sent to the capture receiver (keyed by receiver
     name) and group timings shortened. Routes, matchers and receivers are untouched."""
     body = copy.deepcopy(config.body)
@@ -290,13 +311,18 @@ def _keeps(node, label: str) -> bool:
         return (label in modifier.labels) if by else (label not in modifier.labels) and _keeps(node.expr, label)
     if isinstance(node, promql_parser.BinaryExpr):
         sides = [node.lhs, node.rhs]
-        vectors = [side for side in sides if not isinstance(side, (promql_parser.NumberLiteral, promql_parser.StringLiteral))]
+        vectors = [
+            side for side in sides if not isinstance(side, (promql_parser.NumberLiteral, promql_parser.StringLiteral))
+        ]
         return _keeps(vectors[0], label) if vectors else False
     if isinstance(node, promql_parser.Call):
         if node.func.name in ("absent", "absent_over_time", "vector", "scalar", "time"):
             return False
-        return any(_keeps(arg, label) for arg in node.args
-                   if not isinstance(arg, (promql_parser.NumberLiteral, promql_parser.StringLiteral)))
+        return any(
+            _keeps(arg, label)
+            for arg in node.args
+            if not isinstance(arg, (promql_parser.NumberLiteral, promql_parser.StringLiteral))
+        )
     for attribute in ("expr",):  # parentheses, unary minus, subqueries
         child = getattr(node, attribute, None)
         if child is not None:

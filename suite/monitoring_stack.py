@@ -5,6 +5,7 @@ own (as a ServiceMonitor is selected by its release), and labels series as kube-
 for a ServiceMonitor on the Service `triton`: job="triton", namespace, service, endpoint, pod,
 instance. Notifications go to a capture receiver that records receiver, channel and body.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -29,6 +30,7 @@ from suite.timings import EVALUATION_INTERVAL_S, MAX_FOR_S, MAX_RANGE_S, SCRAPE_
 if TYPE_CHECKING:
     from suite.environment import Environment
 
+
 def _duration(seconds: float) -> str:
     """Seconds as a Prometheus duration ("1s")."""
     return f"{seconds:g}s"
@@ -41,7 +43,8 @@ def find_binary(names: List[str], package: str) -> str:
             return path
     raise EnvironmentProblem(
         f"none of {names} is on PATH. The monitoring scenarios run real Prometheus and Alertmanager "
-        f"processes from Debian's packages: apt-get install {package} (or run `make test`, which does).")
+        f"processes from Debian's packages: apt-get install {package} (or run `make test`, which does)."
+    )
 
 
 # -- capture receiver ----------------------------------------------------------------------------
@@ -78,8 +81,14 @@ class CaptureReceiver:
                 except ValueError:
                     body = {"raw": raw.decode(errors="replace")}
                 attachment = (body.get("attachments") or [{}])[0]
-                note = Notification(self.path.strip("/"), body.get("channel", ""), attachment.get("title", ""),
-                                    attachment.get("text", ""), body, time.time())
+                note = Notification(
+                    self.path.strip("/"),
+                    body.get("channel", ""),
+                    attachment.get("title", ""),
+                    attachment.get("text", ""),
+                    body,
+                    time.time(),
+                )
                 with receiver._lock:
                     receiver.notifications.append(note)
                 self.send_response(200)
@@ -144,8 +153,14 @@ class EnvironmentMonitoring:
 
 
 class MonitoringStack:
-    def __init__(self, workdir: Path, targets: List[MonitoredTarget], rules: Dict[str, Optional[RuleSet]],
-                 alertmanagers: Dict[str, Optional[AlertmanagerConfig]], containers=None):
+    def __init__(
+        self,
+        workdir: Path,
+        targets: List[MonitoredTarget],
+        rules: Dict[str, Optional[RuleSet]],
+        alertmanagers: Dict[str, Optional[AlertmanagerConfig]],
+        containers=None,
+    ):
         self.workdir = Path(workdir)
         self.targets = targets
         self.rules = rules
@@ -180,10 +195,17 @@ class MonitoringStack:
                 port = free_port()
                 am_url = f"http://127.0.0.1:{port}"
                 am_process = self._server(
-                    "alertmanager", target.env,
-                    [f"--config.file={am_path}", f"--storage.path={env_dir / 'am-data'}",
-                     f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                    ready_url=f"{am_url}/-/ready", log_path=env_dir / "alertmanager.log")
+                    "alertmanager",
+                    target.env,
+                    [
+                        f"--config.file={am_path}",
+                        f"--storage.path={env_dir / 'am-data'}",
+                        f"--web.listen-address=127.0.0.1:{port}",
+                        "--cluster.listen-address=",
+                    ],
+                    ready_url=f"{am_url}/-/ready",
+                    log_path=env_dir / "alertmanager.log",
+                )
                 servers.append(am_process)
             rules_path = None
             if self.rules.get(target.env) is not None:
@@ -196,14 +218,29 @@ class MonitoringStack:
             config_path = env_dir / "prometheus.yml"
             config_path.write_text(yaml.safe_dump(self._prometheus_config(target, rules_path, am_url), sort_keys=False))
             prometheus = self._server(
-                "prometheus", target.env,
-                [f"--config.file={config_path}", f"--storage.tsdb.path={env_dir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}"],
-                ready_url=f"{prom_url}/-/ready", log_path=env_dir / "prometheus.log")
+                "prometheus",
+                target.env,
+                [
+                    f"--config.file={config_path}",
+                    f"--storage.tsdb.path={env_dir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                ready_url=f"{prom_url}/-/ready",
+                log_path=env_dir / "prometheus.log",
+            )
             servers.append(prometheus)
             self.environments[target.env] = EnvironmentMonitoring(
-                target.env, target.release, prometheus, prom_url, am_process, am_url, am_config, am_path,
-                rules_path, changes)
+                target.env,
+                target.release,
+                prometheus,
+                prom_url,
+                am_process,
+                am_url,
+                am_config,
+                am_path,
+                rules_path,
+                changes,
+            )
         threads = []
         errors: List[BaseException] = []
 
@@ -231,31 +268,48 @@ class MonitoringStack:
         if self.containers is not None:
             return self.containers.monitoring(role, env, args, self.workdir, ready_url)
         binary = self.prometheus_bin if role == "prometheus" else self.alertmanager_bin
-        return ServerProcess(f"{role}[{env}]", [binary, *args], ready_url=ready_url, log_path=log_path,
-                             start_timeout=30)
+        return ServerProcess(
+            f"{role}[{env}]", [binary, *args], ready_url=ready_url, log_path=log_path, start_timeout=30
+        )
 
     def write_targets(self, targets: List[MonitoredTarget]) -> None:
         """What service discovery sees: every env's Triton with the labels its Service carries."""
-        groups = [{"targets": [t.address],
-                   "labels": {"__tmp_release": t.release, "namespace": t.namespace, "service": "triton",
-                              "endpoint": "metrics", "pod": f"triton-{t.env}-0", "container": "triton"}}
-                  for t in targets]
+        groups = [
+            {
+                "targets": [t.address],
+                "labels": {
+                    "__tmp_release": t.release,
+                    "namespace": t.namespace,
+                    "service": "triton",
+                    "endpoint": "metrics",
+                    "pod": f"triton-{t.env}-0",
+                    "container": "triton",
+                },
+            }
+            for t in targets
+        ]
         atomic_write(self.targets_file, json.dumps(groups, indent=2))
 
     def _prometheus_config(self, target: MonitoredTarget, rules_path: Optional[Path], am_url: Optional[str]) -> dict:
         config: dict = {
-            "global": {"scrape_interval": _duration(SCRAPE_INTERVAL_S),
-                       "evaluation_interval": _duration(EVALUATION_INTERVAL_S),
-                       "external_labels": {"prometheus": f"{target.release}/prometheus"}},
-            "scrape_configs": [{
-                # kube-prometheus: job "serviceMonitor/<ns>/<name>/0", relabelled to the Service name
-                "job_name": f"serviceMonitor/{target.namespace}/triton/0",
-                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": _duration(TARGETS_REFRESH_S)}],
-                "relabel_configs": [
-                    {"source_labels": ["__tmp_release"], "regex": target.release, "action": "keep"},
-                    {"target_label": "job", "replacement": "triton"},
-                ],
-            }],
+            "global": {
+                "scrape_interval": _duration(SCRAPE_INTERVAL_S),
+                "evaluation_interval": _duration(EVALUATION_INTERVAL_S),
+                "external_labels": {"prometheus": f"{target.release}/prometheus"},
+            },
+            "scrape_configs": [
+                {
+                    # kube-prometheus: job "serviceMonitor/<ns>/<name>/0", relabelled to the Service name
+                    "job_name": f"serviceMonitor/{target.namespace}/triton/0",
+                    "file_sd_configs": [
+                        {"files": [str(self.targets_file)], "refresh_interval": _duration(TARGETS_REFRESH_S)}
+                    ],
+                    "relabel_configs": [
+                        {"source_labels": ["__tmp_release"], "regex": target.release, "action": "keep"},
+                        {"target_label": "job", "replacement": "triton"},
+                    ],
+                }
+            ],
         }
         if rules_path:
             config["rule_files"] = [str(rules_path)]
@@ -285,8 +339,14 @@ def for_platform(platform, environments: Dict[str, "Environment"], workdir: Path
 
     if platform.spec.monitoring is None:
         raise NoMonitoringConfiguration(f"the platform manifest {platform.path} has no `monitoring` section")
-    targets = [MonitoredTarget(env, spec.namespace, spec.release, urlsplit(environments[env].server.endpoints.metrics).netloc)
-               for env, spec in platform.environments.items()]
-    return MonitoringStack(workdir, targets, {env: rules_for(platform, env) for env in platform.environments},
-                           {env: alertmanager_for(platform, env) for env in platform.environments},
-                           containers=containers)
+    targets = [
+        MonitoredTarget(env, spec.namespace, spec.release, urlsplit(environments[env].server.endpoints.metrics).netloc)
+        for env, spec in platform.environments.items()
+    ]
+    return MonitoringStack(
+        workdir,
+        targets,
+        {env: rules_for(platform, env) for env in platform.environments},
+        {env: alertmanager_for(platform, env) for env in platform.environments},
+        containers=containers,
+    )

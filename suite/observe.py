@@ -5,6 +5,7 @@ A deployer is a black box, but what it does shows: files appear under the model'
 watches one environment for one such point and acts once when it is reached (SIGKILL the
 deployer to test its recovery, SIGSTOP it to interleave a second deploy deterministically).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The platform manifest: the YAML file that describes the platform the gate verifies."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,12 +36,12 @@ class ModelSpec(_Strict):
 class ClusterEndpoints(_Strict):
     """How the gate, running in a pod of the cluster (`--target k8s`), reaches one environment."""
 
-    triton_url: str = Field(min_length=1)                  # http://triton.triton-dev.svc:8000
-    triton_grpc: Optional[str] = None                      # host:port; default: triton_url's host, 8001
-    triton_metrics_url: Optional[str] = None               # default: triton_url's host, 8002/metrics
+    triton_url: str = Field(min_length=1)  # http://triton.triton-dev.svc:8000
+    triton_grpc: Optional[str] = None  # host:port; default: triton_url's host, 8001
+    triton_metrics_url: Optional[str] = None  # default: triton_url's host, 8002/metrics
     prometheus_url: Optional[str] = None
     alertmanager_url: Optional[str] = None
-    model_repository: Optional[str] = None                 # the PVC as mounted in the gate's pod
+    model_repository: Optional[str] = None  # the PVC as mounted in the gate's pod
     pod_selector: str = Field(default="app=triton", min_length=1)
 
 
@@ -100,7 +101,7 @@ class ImagesSpec(_Strict):
     mlflow: Optional[str] = None
     prometheus: Optional[str] = None
     alertmanager: Optional[str] = None
-    gate: Optional[str] = None   # the gate image itself, for the PostSync hook run in a container
+    gate: Optional[str] = None  # the gate image itself, for the PostSync hook run in a container
 
 
 class PlatformSpec(_Strict):

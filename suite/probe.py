@@ -1,4 +1,5 @@
 """A background stream of golden requests, to measure what users saw while a deploy ran."""
+
 from __future__ import annotations
 
 import threading
@@ -19,9 +20,9 @@ SLOW_ANSWER_S = 5.0
 @dataclass
 class ProbeReport:
     requests: int = 0
-    errors: int = 0          # no answer, or an error answer
-    wrong_answers: int = 0   # answered, but not the golden outputs
-    slow_answers: int = 0    # answered right, but after SLOW_ANSWER_S
+    errors: int = 0  # no answer, or an error answer
+    wrong_answers: int = 0  # answered, but not the golden outputs
+    slow_answers: int = 0  # answered right, but after SLOW_ANSWER_S
     worst_latency_s: float = 0.0
     first_problems: List[str] = field(default_factory=list)
 
@@ -33,8 +34,10 @@ class ProbeReport:
         return asdict(self)
 
     def describe(self) -> str:
-        text = (f"{self.requests} requests, {self.errors} errors, {self.wrong_answers} wrong answers, "
-                f"{self.slow_answers} slower than {SLOW_ANSWER_S:.0f} s, worst latency {self.worst_latency_s * 1000:.0f} ms")
+        text = (
+            f"{self.requests} requests, {self.errors} errors, {self.wrong_answers} wrong answers, "
+            f"{self.slow_answers} slower than {SLOW_ANSWER_S:.0f} s, worst latency {self.worst_latency_s * 1000:.0f} ms"
+        )
         if self.first_problems:
             text += "; first problems: " + " | ".join(self.first_problems)
         return text
@@ -46,8 +49,16 @@ class TrafficProbe:
     Bounded: at most `max_requests` and `max_s` seconds, paced by `interval_s`, so it always stops.
     """
 
-    def __init__(self, triton: TritonControl, model: str, golden: GoldenSet, interval_s: float = 0.02,
-                 timeout_s: float = 10.0, max_s: float = 600.0, max_requests: int = 100_000):
+    def __init__(
+        self,
+        triton: TritonControl,
+        model: str,
+        golden: GoldenSet,
+        interval_s: float = 0.02,
+        timeout_s: float = 10.0,
+        max_s: float = 600.0,
+        max_requests: int = 100_000,
+    ):
         # Its own client object: the probe must not share connections with the deployer.
         self.triton = TritonControl(triton.http_url, triton.metrics_url, timeout=timeout_s)
         self.model = model

@@ -4,6 +4,7 @@ Start-and-wait is mirakuru's (each process in its own session, HTTP readiness ch
 the whole group); this module adds log files, error messages with the log tail, a short
 SIGTERM grace before SIGKILL, and the watchdog that ends everything if the gate is killed.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,9 @@ class Watchdog:
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "suite.watchdog"],
-            stdin=subprocess.PIPE, text=True, start_new_session=True,
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
             env={**os.environ, "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", "")},
         )
         self._lock = threading.Lock()
@@ -98,9 +101,18 @@ class ServerProcess:
     process group, not by another process that happened to take it (which would answer too).
     """
 
-    def __init__(self, name: str, argv: Sequence[str], ready_url: str, log_path: Path,
-                 env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
-                 start_timeout: float = 60.0, stop_grace: float = 3.0, ports: Sequence[int] = ()):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready_url: str,
+        log_path: Path,
+        env: Optional[Dict[str, str]] = None,
+        cwd: Optional[Path] = None,
+        start_timeout: float = 60.0,
+        stop_grace: float = 3.0,
+        ports: Sequence[int] = (),
+    ):
         self.name = name
         self.ports = list(ports)
         self.argv = list(argv)
@@ -134,14 +146,24 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a")
         self._executor = HTTPExecutor(
-            self.argv, url=self.ready_url, method="GET", timeout=self.start_timeout, sleep=0.05,
-            request_timeout=2.0, envvars=self.env, cwd=str(self.cwd) if self.cwd else None,
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            self.argv,
+            url=self.ready_url,
+            method="GET",
+            timeout=self.start_timeout,
+            sleep=0.05,
+            request_timeout=2.0,
+            envvars=self.env,
+            cwd=str(self.cwd) if self.cwd else None,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         executor = self._executor
         if executor.pre_start_check():
-            raise PortTaken(f"{self.name}: something already answers {self.ready_url}; the port was taken "
-                            f"between choosing and binding it (by another process, maybe another gate session)")
+            raise PortTaken(
+                f"{self.name}: something already answers {self.ready_url}; the port was taken "
+                f"between choosing and binding it (by another process, maybe another gate session)"
+            )
         # mirakuru's Executor.start() in two steps, so the group is handed to the watchdog
         # before the (possibly long) readiness wait, not after it.
         SimpleExecutor.start(executor)
@@ -152,13 +174,15 @@ class ServerProcess:
             taken = self._ports_taken()
             self.kill()
             if taken or "address already in use" in log_tail(self.log_path).lower():
-                raise PortTaken(self._explain(f"could not bind port {taken or self.ports}: another process "
-                                              f"has it")) from None
+                raise PortTaken(
+                    self._explain(f"could not bind port {taken or self.ports}: another process has it")
+                ) from None
             raise StackStartError(self._explain(f"exited during start-up ({exc.exit_code})")) from None
         except TimeoutExpired:
             self.kill()
-            raise StackStartError(self._explain(
-                f"did not answer {self.ready_url} within {self.start_timeout:.0f} s")) from None
+            raise StackStartError(
+                self._explain(f"did not answer {self.ready_url} within {self.start_timeout:.0f} s")
+            ) from None
 
     def _ready(self) -> bool:
         executor = self._executor
@@ -199,8 +223,10 @@ class ServerProcess:
         return sorted(port for port, pid in self._listeners().items() if pid is not None and pid not in group)
 
     def _explain(self, what: str) -> str:
-        return (f"{self.name} {what}. Command: {' '.join(self.argv)}\n"
-                f"Last lines of its log {self.log_path}:\n{log_tail(self.log_path)}")
+        return (
+            f"{self.name} {what}. Command: {' '.join(self.argv)}\n"
+            f"Last lines of its log {self.log_path}:\n{log_tail(self.log_path)}"
+        )
 
     def stop(self) -> None:
         """SIGTERM the group, SIGKILL it after the grace period. Idempotent."""

@@ -4,6 +4,7 @@ The default, `{version}.failed_{utc}`, renames version folder N beside the other
 also quarantine elsewhere in the model's folder (`_quarantine/failed_v{version}_{utc}`). A
 layout is a path relative to the model's folder with the placeholders `{version}` and `{utc}`.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,9 @@ DEFAULT_LAYOUT = "{version}.failed_{utc}"
 PLACEHOLDERS = ("version", "utc")
 # UTC stamps as platforms write them: the seed's 20261129T081323, with a Z, ISO 8601 with
 # separators, or epoch seconds; a collision suffix (`_2`) may follow.
-_UTC = r"(?:\d{8}T\d{6}(?:\.\d+)?Z?|\d{4}-\d{2}-\d{2}T\d{2}[:-]?\d{2}[:-]?\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?|\d{10})"
+_UTC = (
+    r"(?:\d{8}T\d{6}(?:\.\d+)?Z?|\d{4}-\d{2}-\d{2}T\d{2}[:-]?\d{2}[:-]?\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?|\d{10})"
+)
 _SUFFIX = r"(?:[._-]\d+)?"
 # Triton reads a version folder's name as a number with its leading digits (measured on 2.51:
 # a folder `3.failed_<ts>` is taken as version 3 when the config has no version_policy).
@@ -57,7 +60,8 @@ class QuarantineLayout:
             raise PlatformError(
                 f"quarantine layout {self.template!r} is invalid: {'; '.join(problems)}. Expected a path "
                 f"relative to the model's folder with {{version}} and {{utc}}, e.g. {DEFAULT_LAYOUT!r} "
-                f"or '_quarantine/failed_v{{version}}_{{utc}}'.")
+                f"or '_quarantine/failed_v{{version}}_{{utc}}'."
+            )
 
     def path(self, model_folder: Path, version: int, utc: str) -> Path:
         return Path(model_folder) / self.template.format(version=version, utc=utc)

@@ -1,4 +1,5 @@
 """Keep secrets (notification URLs, tokens, passwords) out of everything the gate writes."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,9 @@ MASK = "<redacted>"
 # Keys whose values are secrets in Alertmanager, Prometheus and Grafana configs.
 SECRET_KEYS = re.compile(
     r"(api_url|webhook_url|url_file|password|passwd|token|secret|api_key|apikey|routing_key|service_key"
-    r"|credentials|authorization|bearer)", re.IGNORECASE)
+    r"|credentials|authorization|bearer)",
+    re.IGNORECASE,
+)
 
 # Secrets recognised by their shape wherever they appear, even when no config named them.
 PATTERNS = [
@@ -21,8 +24,14 @@ PATTERNS = [
     # user:password@ in any URL.
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@'\"]+:[^/\s@'\"]+@", re.IGNORECASE), r"\1" + MASK + "@"),
     # key=value / key: value / "key": "value" for secret-looking keys.
-    (re.compile(r"""(?P<key>["']?\b[\w.-]*(?:password|passwd|token|secret|api[_-]?key|credentials)["']?\s*[:=]\s*)"""
-                r"""(?P<quote>["']?)(?P<value>[^\s'",}]+)""", re.IGNORECASE), r"\g<key>\g<quote>" + MASK),
+    (
+        re.compile(
+            r"""(?P<key>["']?\b[\w.-]*(?:password|passwd|token|secret|api[_-]?key|credentials)["']?\s*[:=]\s*)"""
+            r"""(?P<quote>["']?)(?P<value>[^\s'",}]+)""",
+            re.IGNORECASE,
+        ),
+        r"\g<key>\g<quote>" + MASK,
+    ),
     # HTTP Authorization headers.
     (re.compile(r"(\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MASK),
 ]

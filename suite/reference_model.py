@@ -3,6 +3,7 @@
 Built offline from the iris data scikit-learn ships. Variants stand for real situations: a
 retrained model (other weights, same answers) and faulty ones (labels flipped).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,10 +60,13 @@ def build_onnx(variant: str = "v1") -> bytes:
     elif variant == "flipped":
         model = LogisticRegression(max_iter=1000).fit(X, (y + 1) % 3)  # every label wrong
     elif variant not in ("five-features", "double-input"):
-        raise ValueError(f"unknown reference model variant {variant!r}; expected one of "
-                         f"{VARIANTS + FAULTY}")
-    onx = to_onnx(model, initial_types=[("input", initial_type)],
-                  options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+        raise ValueError(f"unknown reference model variant {variant!r}; expected one of {VARIANTS + FAULTY}")
+    onx = to_onnx(
+        model,
+        initial_types=[("input", initial_type)],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
     return onx.SerializeToString()
 
 
@@ -93,21 +97,27 @@ def build_slow_onnx(matmuls: int) -> bytes:
     producer.output[:] = ["probabilities_fast" if o == "probabilities" else o for o in producer.output]
     rng = np.random.RandomState(0)
     size = 1024
-    graph.initializer.extend([
-        numpy_helper.from_array((rng.rand(4, size).astype(np.float32) - 0.5) * 0.1, "slow_w"),
-        numpy_helper.from_array((rng.rand(size, size).astype(np.float32) - 0.5) * 0.1, "slow_b"),
-        numpy_helper.from_array(np.zeros((1,), dtype=np.float32), "slow_zero"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array((rng.rand(4, size).astype(np.float32) - 0.5) * 0.1, "slow_w"),
+            numpy_helper.from_array((rng.rand(size, size).astype(np.float32) - 0.5) * 0.1, "slow_b"),
+            numpy_helper.from_array(np.zeros((1,), dtype=np.float32), "slow_zero"),
+        ]
+    )
     input_name = graph.input[0].name
-    nodes = [helper.make_node("MatMul", [input_name, "slow_w"], ["slow_t"]),
-             helper.make_node("Transpose", ["slow_t"], ["slow_tt"]),
-             helper.make_node("MatMul", ["slow_tt", "slow_t"], ["slow_s0"])]
+    nodes = [
+        helper.make_node("MatMul", [input_name, "slow_w"], ["slow_t"]),
+        helper.make_node("Transpose", ["slow_t"], ["slow_tt"]),
+        helper.make_node("MatMul", ["slow_tt", "slow_t"], ["slow_s0"]),
+    ]
     for i in range(matmuls):
         nodes.append(helper.make_node("MatMul", [f"slow_s{i}", "slow_b"], [f"slow_m{i}"]))
         nodes.append(helper.make_node("Tanh", [f"slow_m{i}"], [f"slow_s{i + 1}"]))
-    nodes += [helper.make_node("ReduceMean", [f"slow_s{matmuls}"], ["slow_r"], keepdims=0),
-              helper.make_node("Mul", ["slow_r", "slow_zero"], ["slow_z"]),
-              helper.make_node("Add", ["probabilities_fast", "slow_z"], ["probabilities"])]
+    nodes += [
+        helper.make_node("ReduceMean", [f"slow_s{matmuls}"], ["slow_r"], keepdims=0),
+        helper.make_node("Mul", ["slow_r", "slow_zero"], ["slow_z"]),
+        helper.make_node("Add", ["probabilities_fast", "slow_z"], ["probabilities"]),
+    ]
     graph.node.extend(nodes)
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
@@ -163,8 +173,11 @@ def golden_document() -> dict:
         "inputs": {"input": {"datatype": "FP32", "data": rows.astype(np.float64).round(4).tolist()}},
         "expected": {
             "label": {"datatype": "INT64", "data": y[GOLDEN_ROWS].tolist()},
-            "probabilities": {"datatype": "FP32", "atol": GOLDEN_PROBABILITY_ATOL,
-                              "data": outputs["probabilities"].astype(np.float64).round(4).tolist()},
+            "probabilities": {
+                "datatype": "FP32",
+                "atol": GOLDEN_PROBABILITY_ATOL,
+                "data": outputs["probabilities"].astype(np.float64).round(4).tolist(),
+            },
         },
     }
 

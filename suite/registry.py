@@ -1,4 +1,5 @@
 """The MLflow model registry: the embedded tracking server, and the deploy path's client."""
+
 from __future__ import annotations
 
 import os
@@ -55,15 +56,35 @@ class MlflowServer:
             keep_empty_store(self.database)
 
     def _start_once(self) -> None:
-        argv = [sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.database}",
-                "--artifacts-destination", str(self.workdir / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        argv = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.database}",
+            "--artifacts-destination",
+            str(self.workdir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         # The job runner and huey consumers are not needed and would outlive a careless stop.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.process = ServerProcess("mlflow server", argv, ready_url=f"{self.uri}/health",
-                                     log_path=self.workdir / "mlflow.log", env=env, cwd=self.workdir,
-                                     start_timeout=self.start_timeout, stop_grace=3.0, ports=[self.port])
+        self.process = ServerProcess(
+            "mlflow server",
+            argv,
+            ready_url=f"{self.uri}/health",
+            log_path=self.workdir / "mlflow.log",
+            env=env,
+            cwd=self.workdir,
+            start_timeout=self.start_timeout,
+            stop_grace=3.0,
+            ports=[self.port],
+        )
         self.process.start()
 
     def stop(self) -> None:
@@ -99,8 +120,11 @@ def keep_empty_store(database: Path) -> None:
         return
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(template) as partial, closing(sqlite3.connect(database)) as source, \
-                closing(sqlite3.connect(partial)) as copy:
+        with (
+            replacing(template) as partial,
+            closing(sqlite3.connect(database)) as source,
+            closing(sqlite3.connect(partial)) as copy,
+        ):
             source.backup(copy)
     except (OSError, sqlite3.Error):
         pass  # only a speed-up: the next start migrates a new store again
@@ -150,9 +174,11 @@ class Registry:
 
         wanted = f"alias {alias!r}" if alias is not None else f"version {version}"
         if getattr(exc, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return (f"cannot reach the MLflow registry at {self.tracking_uri} to resolve {wanted} of "
-                    f"model {name!r}: {str(exc).splitlines()[0]}. Check MLFLOW_TRACKING_URI and that "
-                    f"the server is up.")
+            return (
+                f"cannot reach the MLflow registry at {self.tracking_uri} to resolve {wanted} of "
+                f"model {name!r}: {str(exc).splitlines()[0]}. Check MLFLOW_TRACKING_URI and that "
+                f"the server is up."
+            )
         try:
             model = self.client.get_registered_model(name)
             versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name='{name}'"))
@@ -160,9 +186,11 @@ class Registry:
             seen = f"it has versions {versions} and aliases {aliases}"
         except MlflowException:
             seen = "no registered model of that name exists"
-        return (f"{wanted} of model {name!r} is not in the MLflow registry at {self.tracking_uri}; "
-                f"{seen}. Register the model or point the alias at a version "
-                f"(MlflowClient().set_registered_model_alias({name!r}, 'A', <version>)).")
+        return (
+            f"{wanted} of model {name!r} is not in the MLflow registry at {self.tracking_uri}; "
+            f"{seen}. Register the model or point the alias at a version "
+            f"(MlflowClient().set_registered_model_alias({name!r}, 'A', <version>))."
+        )
 
     def download_model_file(self, name: str, version: int, dest: Path, filename: str = "model.onnx") -> Path:
         """Download registry version N and place its ONNX file at `dest/filename`."""
@@ -172,18 +200,26 @@ class Registry:
         dest.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
         try:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(scratch),
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    dst_path=str(scratch),
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+            )
             onnx_file = local / _onnx_filename(local)
             if not onnx_file.is_file():
-                raise RegistryError(f"registry version {version} of {name!r} has no ONNX file "
-                                    f"{onnx_file.name} in its artifacts ({sorted(os.listdir(local))}).")
+                raise RegistryError(
+                    f"registry version {version} of {name!r} has no ONNX file "
+                    f"{onnx_file.name} in its artifacts ({sorted(os.listdir(local))})."
+                )
             shutil.move(str(onnx_file), dest / filename)
             return dest / filename
         except MlflowException as exc:
-            raise RegistryError(f"downloading version {version} of {name!r} from {self.tracking_uri} "
-                                f"failed: {str(exc).splitlines()[0]}") from None
+            raise RegistryError(
+                f"downloading version {version} of {name!r} from {self.tracking_uri} failed: {str(exc).splitlines()[0]}"
+            ) from None
         except OSError as exc:
             raise RegistryError(f"downloading version {version} of {name!r} failed: {exc}") from exc
         finally:
@@ -191,8 +227,9 @@ class Registry:
 
     # -- registering (used by fixtures and by platform teams' training jobs) --------------
 
-    def register_onnx(self, name: str, model: bytes, alias: Optional[str] = None,
-                      tags: Optional[Dict[str, str]] = None) -> RegisteredVersion:
+    def register_onnx(
+        self, name: str, model: bytes, alias: Optional[str] = None, tags: Optional[Dict[str, str]] = None
+    ) -> RegisteredVersion:
         import mlflow
         import mlflow.onnx
         import onnx
@@ -204,9 +241,13 @@ class Registry:
             if tags:
                 mlflow.set_tags(tags)
             # Explicit requirements: inferring them spawns a Python subprocess (~2.5 s a version).
-            info = mlflow.onnx.log_model(onnx.load_from_string(model), name="model",
-                                         registered_model_name=name, save_as_external_data=False,
-                                         pip_requirements=["onnx", "onnxruntime"])
+            info = mlflow.onnx.log_model(
+                onnx.load_from_string(model),
+                name="model",
+                registered_model_name=name,
+                save_as_external_data=False,
+                pip_requirements=["onnx", "onnxruntime"],
+            )
         version = int(info.registered_model_version)
         if alias:
             self.client.set_registered_model_alias(name, alias, str(version))
@@ -218,8 +259,10 @@ class Registry:
         model_id = source.rsplit("/", 1)[-1]
         matches = list(Path(artifacts_root).glob(f"*/models/{model_id}/artifacts/model.onnx"))
         if len(matches) != 1:
-            raise RegistryError(f"cannot find the stored model file of {name} v{version} ({source}) "
-                                f"under {artifacts_root}: found {matches}")
+            raise RegistryError(
+                f"cannot find the stored model file of {name} v{version} ({source}) "
+                f"under {artifacts_root}: found {matches}"
+            )
         return matches[0]
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -235,5 +278,7 @@ def _onnx_filename(model_dir: Path) -> str:
         mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
         return mlmodel["flavors"]["onnx"]["data"]
     except (OSError, KeyError, TypeError) as exc:
-        raise RegistryError(f"{model_dir} is not an MLflow ONNX model (MLmodel without an onnx "
-                            f"flavor: {exc!r}); register it with mlflow.onnx.log_model.") from None
+        raise RegistryError(
+            f"{model_dir} is not an MLflow ONNX model (MLmodel without an onnx "
+            f"flavor: {exc!r}); register it with mlflow.onnx.log_model."
+        ) from None

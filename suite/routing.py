@@ -1,4 +1,5 @@
 """Alert routing: the policy a platform states, and what its Alertmanager really does."""
+
 from __future__ import annotations
 
 import re
@@ -51,13 +52,25 @@ class RoutingPolicy:
     def forbidden(self, env: str) -> Set[str]:
         """Receivers of the other environments: never reachable from this env's Alertmanager."""
         own = self.receiver(env)
-        return {spec.alert_receiver for name, spec in self.platform.environments.items()
-                if name != env and spec.alert_receiver and spec.alert_receiver != own}
+        return {
+            spec.alert_receiver
+            for name, spec in self.platform.environments.items()
+            if name != env and spec.alert_receiver and spec.alert_receiver != own
+        }
 
     def label_sets(self, alertnames: List[str]) -> List[LabelSet]:
         """Both envs' namespaces, unrelated ones, none, and look-alikes, for each alert name."""
-        namespaces: Set[Optional[str]] = {None, "default", "monitoring", "kube-system", "triton",
-                                          "triton-prod-canary", "xtriton-dev", "triton-dev-old", "prod"}
+        namespaces: Set[Optional[str]] = {
+            None,
+            "default",
+            "monitoring",
+            "kube-system",
+            "triton",
+            "triton-prod-canary",
+            "xtriton-dev",
+            "triton-dev-old",
+            "prod",
+        }
         for spec in self.platform.environments.values():
             namespaces |= {spec.namespace, spec.release, f"{spec.namespace}-canary", f"x{spec.namespace}"}
         sets = []

@@ -1,4 +1,5 @@
 """The id of one gate run: its report folder, its containers' names and labels."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ The monitoring stack is configured from these values (suite/monitoring_stack.py,
 suite/monitoring_config.py) and the alert scenarios derive their windows from the same ones, so
 the two cannot drift apart.
 """
+
 from __future__ import annotations
 
 # -- Triton ----------------------------------------------------------------------------------

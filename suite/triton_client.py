@@ -1,4 +1,5 @@
 """Talking to a Triton server over its real HTTP API (tritonclient), and reading its metrics."""
+
 from __future__ import annotations
 
 import threading
@@ -39,8 +40,7 @@ class TritonControl:
         client = getattr(self._local, key, None)
         if client is None:
             host = self.http_url.split("://", 1)[-1]
-            client = httpclient.InferenceServerClient(host, connection_timeout=timeout,
-                                                      network_timeout=timeout)
+            client = httpclient.InferenceServerClient(host, connection_timeout=timeout, network_timeout=timeout)
             setattr(self._local, key, client)
         return client
 
@@ -66,26 +66,40 @@ class TritonControl:
             entries = self._client().get_model_repository_index()
         except InferenceServerException as exc:
             raise TritonError(f"repository index of {self.http_url} failed: {exc}") from exc
-        return [IndexEntry(e["name"], int(e["version"]) if e.get("version", "").isdigit() else None,
-                           e.get("state", ""), e.get("reason", "")) for e in entries]
+        return [
+            IndexEntry(
+                e["name"],
+                int(e["version"]) if e.get("version", "").isdigit() else None,
+                e.get("state", ""),
+                e.get("reason", ""),
+            )
+            for e in entries
+        ]
 
     def wait_server_ready(self, timeout_s: float) -> None:
         """Wait until /v2/health/ready answers 200; WaitTimeout after `timeout_s`."""
-        wait_for(self.ready, timeout_s=timeout_s, interval_s=0.1,
-                 awaiting=f"{self.http_url}/v2/health/ready to answer 200")
+        wait_for(
+            self.ready, timeout_s=timeout_s, interval_s=0.1, awaiting=f"{self.http_url}/v2/health/ready to answer 200"
+        )
 
     def wait_model_ready(self, model: str, version: int, timeout_s: float) -> None:
         """Wait for one model version's readiness (also for models outside the repository)."""
         try:
-            wait_for(lambda: self.model_ready(model, version), timeout_s=timeout_s, interval_s=0.05,
-                     awaiting=f"{model} version {version} to be ready on {self.http_url}")
+            wait_for(
+                lambda: self.model_ready(model, version),
+                timeout_s=timeout_s,
+                interval_s=0.05,
+                awaiting=f"{model} version {version} to be ready on {self.http_url}",
+            )
         except WaitTimeout:
-            raise TritonError(f"{model} version {version} is not ready on {self.http_url} after {timeout_s:.1f} s") \
-                from None
+            raise TritonError(
+                f"{model} version {version} is not ready on {self.http_url} after {timeout_s:.1f} s"
+            ) from None
 
     def wait_model_settled(self, model: str, timeout_s: float) -> List[IndexEntry]:
         """Wait until no version of `model` is loading or unloading; its index entries, also when
         `timeout_s` ran out first (the caller judges what the index says)."""
+
         def entries() -> List[IndexEntry]:
             try:
                 return [e for e in self.index() if e.name == model]
@@ -93,32 +107,43 @@ class TritonControl:
                 return []
 
         try:
-            return wait_for(entries, timeout_s=timeout_s, interval_s=0.1,
-                            until=lambda found: found and not any(e.state in ("LOADING", "UNLOADING") for e in found),
-                            awaiting=f"{model} to be neither loading nor unloading on {self.http_url}")
+            return wait_for(
+                entries,
+                timeout_s=timeout_s,
+                interval_s=0.1,
+                until=lambda found: found and not any(e.state in ("LOADING", "UNLOADING") for e in found),
+                awaiting=f"{model} to be neither loading nor unloading on {self.http_url}",
+            )
         except WaitTimeout as timeout:
             return timeout.last_value
 
     def ready_versions(self, model: str) -> List[int]:
-        return sorted(e.version for e in self.index()
-                      if e.name == model and e.state == "READY" and e.version is not None)
+        return sorted(
+            e.version for e in self.index() if e.name == model and e.state == "READY" and e.version is not None
+        )
 
     def wait_version_ready(self, model: str, version: int, timeout_s: float) -> None:
         """Wait until `version` is READY and no other version of the model is still loading or
         unloading (Triton unloads the old version only after the new one is READY), or raise
         with the index as evidence."""
+
         def serves_only_settled() -> bool:
             entries = [e for e in self.index() if e.name == model]
             settled = not any(e.state in ("LOADING", "UNLOADING") for e in entries)
             return settled and self.model_ready(model, version) and version in self.ready_versions(model)
 
         try:
-            wait_for(serves_only_settled, timeout_s=timeout_s, interval_s=0.05,
-                     awaiting=f"{model} version {version} to be READY, and settled, on {self.http_url}")
+            wait_for(
+                serves_only_settled,
+                timeout_s=timeout_s,
+                interval_s=0.05,
+                awaiting=f"{model} version {version} to be READY, and settled, on {self.http_url}",
+            )
         except WaitTimeout:
             raise TritonError(
                 f"{model} version {version} is not READY on {self.http_url} after {timeout_s:.1f} s; "
-                f"repository index: {[e.__dict__ for e in self.index() if e.name == model]}") from None
+                f"repository index: {[e.__dict__ for e in self.index() if e.name == model]}"
+            ) from None
 
     # -- model control --------------------------------------------------------------------
 
@@ -141,8 +166,14 @@ class TritonControl:
 
     # -- inference -------------------------------------------------------------------------
 
-    def infer(self, model: str, inputs: Mapping[str, np.ndarray], output_names: Sequence[str],
-              version: Optional[int] = None, timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        version: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Dict[str, np.ndarray]:
         """One inference over HTTP; raises TritonError on any failure, timeouts included."""
         tensors = []
         for name, array in inputs.items():
@@ -151,8 +182,9 @@ class TritonControl:
             tensors.append(tensor)
         wanted = [httpclient.InferRequestedOutput(n) for n in output_names]
         try:
-            result = self._client(timeout).infer(model, tensors, model_version="" if version is None
-                                                 else str(version), outputs=wanted)
+            result = self._client(timeout).infer(
+                model, tensors, model_version="" if version is None else str(version), outputs=wanted
+            )
         except InferenceServerException as exc:
             raise TritonError(f"inference on {model} v{version} failed: {exc.message()}") from exc
         except Exception as exc:  # socket timeouts and resets surface as various types
@@ -180,8 +212,11 @@ class TritonControl:
             samples = self.metrics().samples
         except Exception:  # noqa: BLE001
             return []
-        names = {labels["model"] for name, labels, _ in samples
-                 if name == "nv_inference_count" and labels.get("version") == str(version)}
+        names = {
+            labels["model"]
+            for name, labels, _ in samples
+            if name == "nv_inference_count" and labels.get("version") == str(version)
+        }
         return sorted(n for n in names if self.model_ready(n, version))
 
     # -- metrics ----------------------------------------------------------------------------
@@ -218,5 +253,8 @@ class MetricSamples:
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
-        return sum(value for sample_name, sample_labels, value in self.samples
-                   if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            value
+            for sample_name, sample_labels, value in self.samples
+            if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items())
+        )

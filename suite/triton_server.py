@@ -3,6 +3,7 @@
 The wheel ships Triton 2.51 with the Python backend; this module finds and starts it (the embedded
 stack of `--target local`, ARCHITECTURE.md).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,8 @@ BACKENDS_SOURCE = Path(__file__).resolve().parent / "triton_backends"
 
 @dataclass(frozen=True)
 class TritonEndpoints:
-    http: str     # e.g. http://127.0.0.1:8000
-    grpc: str     # e.g. 127.0.0.1:8001
+    http: str  # e.g. http://127.0.0.1:8000
+    grpc: str  # e.g. 127.0.0.1:8001
     metrics: str  # e.g. http://127.0.0.1:8002/metrics
 
 
@@ -43,7 +44,8 @@ def _pytriton_paths() -> tuple[Path, Path]:
     if spec is None or not spec.submodule_search_locations:
         raise EnvironmentProblem(
             "the Triton server binary comes from the PyPI package nvidia-pytriton==0.7.0, which "
-            "is not installed in this Python. Run `make test` or pip install the project.")
+            "is not installed in this Python. Run `make test` or pip install the project."
+        )
     package = Path(list(spec.submodule_search_locations)[0])
     return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
 
@@ -64,11 +66,17 @@ class TritonRuntime:
         if not self.bin.exists():
             shutil.copytree(source / "bin", self.root / "bin", dirs_exist_ok=True)
             shutil.copytree(source / "backends" / "python", self.backends / "python", dirs_exist_ok=True)
-            stub = source / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" \
+            stub = (
+                source
+                / "python_backend_stubs"
+                / f"{sys.version_info.major}.{sys.version_info.minor}"
                 / "triton_python_backend_stub"
+            )
             if not stub.exists():
-                raise EnvironmentProblem(f"nvidia-pytriton has no Python backend stub for Python "
-                                         f"{sys.version_info.major}.{sys.version_info.minor} ({stub}).")
+                raise EnvironmentProblem(
+                    f"nvidia-pytriton has no Python backend stub for Python "
+                    f"{sys.version_info.major}.{sys.version_info.minor} ({stub})."
+                )
             shutil.copy2(stub, self.backends / "python" / "triton_python_backend_stub")
         shutil.copytree(BACKENDS_SOURCE / "onnxruntime", self.backends / "onnxruntime", dirs_exist_ok=True)
         return self
@@ -84,8 +92,9 @@ class TritonRuntime:
 class TritonServer:
     """One Triton server in explicit model-control mode, bound to 127.0.0.1 on free ports."""
 
-    def __init__(self, name: str, runtime: TritonRuntime, repository: Path, log_path: Path,
-                 start_timeout: float = 60.0):
+    def __init__(
+        self, name: str, runtime: TritonRuntime, repository: Path, log_path: Path, start_timeout: float = 60.0
+    ):
         self.name = name
         self.runtime = runtime
         self.repository = Path(repository)
@@ -97,8 +106,9 @@ class TritonServer:
     def _choose_ports(self) -> None:
         self.ports = (free_port(), free_port(), free_port())
         http, grpc, metrics = self.ports
-        self.endpoints = TritonEndpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}",
-                                         f"http://127.0.0.1:{metrics}/metrics")
+        self.endpoints = TritonEndpoints(
+            f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics"
+        )
 
     def argv(self, load_models: List[str]) -> List[str]:
         http, grpc, metrics = self.ports
@@ -107,9 +117,12 @@ class TritonServer:
             f"--model-repository={self.repository}",
             "--model-control-mode=explicit",
             f"--backend-directory={self.runtime.backends}",
-            "--http-address=127.0.0.1", f"--http-port={http}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
-            "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
+            "--http-address=127.0.0.1",
+            f"--http-port={http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={grpc}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={metrics}",
             "--metrics-interval-ms=500",
             # A committed model that fails to load must not take the server down with it.
             "--exit-on-error=false",
@@ -138,9 +151,14 @@ class TritonServer:
     def _start_once(self) -> None:
         self.repository.mkdir(parents=True, exist_ok=True)
         self.process = ServerProcess(
-            f"tritonserver[{self.name}]", self.argv(self.committed_models()),
-            ready_url=f"{self.endpoints.http}/v2/health/live", log_path=self.log_path,
-            env=self.runtime.environment(), start_timeout=self.start_timeout, stop_grace=2.0, ports=self.ports,
+            f"tritonserver[{self.name}]",
+            self.argv(self.committed_models()),
+            ready_url=f"{self.endpoints.http}/v2/health/live",
+            log_path=self.log_path,
+            env=self.runtime.environment(),
+            start_timeout=self.start_timeout,
+            stop_grace=2.0,
+            ports=self.ports,
         )
         self.process.start()
 

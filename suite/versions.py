@@ -1,4 +1,5 @@
 """What the stack really runs, asked of each running server (not of what we meant to install)."""
+
 from __future__ import annotations
 
 from importlib import metadata
@@ -50,5 +51,9 @@ def alertmanager(url: str) -> str:
 
 def engine_packages() -> Dict[str, str]:
     """The libraries the embedded backend and the gate's own clients use."""
-    return {"ONNX Runtime": package("onnxruntime"), "numpy": package("numpy"),
-            "tritonclient": package("tritonclient"), "pytest": package("pytest")}
+    return {
+        "ONNX Runtime": package("onnxruntime"),
+        "numpy": package("numpy"),
+        "tritonclient": package("tritonclient"),
+        "pytest": package("pytest"),
+    }

@@ -9,6 +9,7 @@ The only other pause is `let_time_pass`: a span where the time itself is the poi
 is nothing to poll (a must-stay-silent window, a fault's delay). Each such span is named with
 its reason in `suite/timings.py` or beside the fault that uses it.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,24 +26,38 @@ class WaitTimeout(GateError):
     """Raised when a condition did not hold in time: says what was awaited, for how long, and
     the last value (or exception) the condition gave."""
 
-    def __init__(self, awaiting: str, timeout_s: float, elapsed_s: float, checks: int,
-                 last_value: Any = None, last_error: Optional[BaseException] = None):
+    def __init__(
+        self,
+        awaiting: str,
+        timeout_s: float,
+        elapsed_s: float,
+        checks: int,
+        last_value: Any = None,
+        last_error: Optional[BaseException] = None,
+    ):
         self.awaiting = awaiting
         self.timeout_s = timeout_s
         self.elapsed_s = elapsed_s
         self.checks = checks
-        self.last_value = last_value    # what the last check that returned gave
-        self.last_error = last_error    # the last check's exception (None when it returned)
+        self.last_value = last_value  # what the last check that returned gave
+        self.last_error = last_error  # the last check's exception (None when it returned)
         seen = f"last value seen: {_short(last_value)}"
         if last_error is not None:
             seen = f"last exception seen: {type(last_error).__name__}: {_short(last_error, str)}; " + seen
-        super().__init__(f"gave up waiting for {awaiting} after {elapsed_s:.1f} s (timeout {timeout_s:g} s, "
-                         f"{checks} checks); {seen}")
+        super().__init__(
+            f"gave up waiting for {awaiting} after {elapsed_s:.1f} s (timeout {timeout_s:g} s, {checks} checks); {seen}"
+        )
 
 
-def wait_for(condition: Callable[[], T], *, timeout_s: float, interval_s: float, awaiting: str,
-             until: Callable[[T], Any] = bool,
-             transient: Tuple[Type[BaseException], ...] = ()) -> T:
+def wait_for(
+    condition: Callable[[], T],
+    *,
+    timeout_s: float,
+    interval_s: float,
+    awaiting: str,
+    until: Callable[[T], Any] = bool,
+    transient: Tuple[Type[BaseException], ...] = (),
+) -> T:
     """Call `condition()` every `interval_s` until `until(value)` is true (by default: the value
     is truthy) and return that value; raise `WaitTimeout` once `timeout_s` has passed.
 

@@ -5,6 +5,7 @@ about 30 times. The standard library's forkserver imports the deploy path once; 
 then runs in its own forked process, a real one: a SIGKILL (GATE_CRASH_AT) ends only that process,
 exactly as it would end `python -m suite deploy`.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -16,8 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-PRELOAD = ["suite.__main__", "suite.deploy", "suite.registry", "mlflow", "mlflow.artifacts",
-           "mlflow.tracking", "tritonclient.http", "onnx"]
+PRELOAD = [
+    "suite.__main__",
+    "suite.deploy",
+    "suite.registry",
+    "mlflow",
+    "mlflow.artifacts",
+    "mlflow.tracking",
+    "tritonclient.http",
+    "onnx",
+]
 
 _context: Optional[multiprocessing.context.BaseContext] = None
 
@@ -69,13 +78,16 @@ def run_cli(argv: List[str], env: Dict[str, str], timeout: float = 180.0) -> Cli
         out_path, err_path = Path(scratch) / "stdout", Path(scratch) / "stderr"
         out_path.touch()
         err_path.touch()
-        process = context.Process(target=_child, args=(list(argv), dict(env), str(out_path), str(err_path)),
-                                  daemon=True)
+        process = context.Process(
+            target=_child, args=(list(argv), dict(env), str(out_path), str(err_path)), daemon=True
+        )
         process.start()
         process.join(timeout)
         if process.is_alive():
             process.kill()
             process.join()
-            raise TimeoutError(f"python -m suite {' '.join(argv)} did not finish within {timeout:.0f} s; "
-                               f"output so far:\n{out_path.read_text()}{err_path.read_text()}")
+            raise TimeoutError(
+                f"python -m suite {' '.join(argv)} did not finish within {timeout:.0f} s; "
+                f"output so far:\n{out_path.read_text()}{err_path.read_text()}"
+            )
         return CliResult(process.exitcode, out_path.read_text(), err_path.read_text())

@@ -5,6 +5,7 @@ Run as `python -m suite.watchdog`, in its own session, with a pipe on stdin. The
 (the gate exited, crashed or was SIGKILLed) every group still registered gets SIGTERM, then
 SIGKILL after a grace period. Only groups the gate registered are touched.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,12 @@ def end_groups(groups: set[int], grace_s: float = GRACE_S) -> None:
     for pgid in groups:
         _signal(pgid, signal.SIGTERM)
     try:
-        wait_for(lambda: not any(_alive(g) for g in groups), timeout_s=grace_s, interval_s=0.05,
-                 awaiting=f"process groups {sorted(groups)} to end after SIGTERM")
+        wait_for(
+            lambda: not any(_alive(g) for g in groups),
+            timeout_s=grace_s,
+            interval_s=0.05,
+            awaiting=f"process groups {sorted(groups)} to end after SIGTERM",
+        )
     except WaitTimeout:
         pass  # the grace is over: SIGKILL what is left
     for pgid in groups:

@@ -1,4 +1,5 @@
 """Open a page in Debian's headless Chromium (driven by Playwright) and report what a reader sees."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,15 +8,24 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 # Without the background-networking flags Chromium keeps trying hosts this closed network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        raise AssertionError("expected Debian's chromium on PATH (make setup installs it: apt-get install "
-                             "chromium); found none, so the HTML report cannot be checked in a browser")
+        raise AssertionError(
+            "expected Debian's chromium on PATH (make setup installs it: apt-get install "
+            "chromium); found none, so the HTML report cannot be checked in a browser"
+        )
     return found
 
 
@@ -26,8 +36,9 @@ class PageView:
     text: Dict[str, str] = field(default_factory=dict)
 
 
-def view(page_path: Path, selectors: List[str], screenshot: Optional[Path] = None,
-         click: Optional[str] = None) -> PageView:
+def view(
+    page_path: Path, selectors: List[str], screenshot: Optional[Path] = None, click: Optional[str] = None
+) -> PageView:
     from playwright.sync_api import sync_playwright
 
     seen = PageView()
@@ -36,8 +47,10 @@ def view(page_path: Path, selectors: List[str], screenshot: Optional[Path] = Non
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.on("pageerror", lambda error: seen.errors.append(f"page error: {error}"))
-            page.on("console", lambda message: seen.errors.append(f"console: {message.text}")
-                    if message.type == "error" else None)
+            page.on(
+                "console",
+                lambda message: seen.errors.append(f"console: {message.text}") if message.type == "error" else None,
+            )
             page.goto(Path(page_path).resolve().as_uri())
             if click:
                 page.click(click)

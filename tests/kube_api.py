@@ -1,5 +1,6 @@
 """A stand-in for the Kubernetes API server, for the `--target k8s` smoke in the project's tests:
 no Kubernetes cluster can run on the project's machines. Everything around it is real."""
+
 from __future__ import annotations
 
 import http.server
@@ -26,9 +27,17 @@ class KubeApiStandIn:
             def do_GET(self) -> None:
                 owner.requests.append(self.path)
                 if self.path.startswith("/version"):
-                    body = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "0" * 40,
-                            "gitTreeState": "clean", "buildDate": "2026-10-01T00:00:00Z", "goVersion": "go1.23",
-                            "compiler": "gc", "platform": "linux/amd64"}
+                    body = {
+                        "major": "1",
+                        "minor": "31",
+                        "gitVersion": "v1.31.0",
+                        "gitCommit": "0" * 40,
+                        "gitTreeState": "clean",
+                        "buildDate": "2026-10-01T00:00:00Z",
+                        "goVersion": "go1.23",
+                        "compiler": "gc",
+                        "platform": "linux/amd64",
+                    }
                 else:
                     namespace = self.path.split("/namespaces/")[1].split("/")[0]
                     body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [owner.pod(namespace)]}
@@ -51,16 +60,29 @@ class KubeApiStandIn:
         ready = self.ready[namespace]
         ready = bool(ready() if callable(ready) else ready)
         state = {"running": {}} if ready else {"waiting": {"reason": "ContainerCreating"}}
-        return {"metadata": {"name": "triton-7d9f-x2", "namespace": namespace},
-                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}],
-                           "containerStatuses": [{"name": "triton", "ready": ready, "restartCount": 0, "image": "i",
-                                                  "imageID": "", "state": state}]}}
+        return {
+            "metadata": {"name": "triton-7d9f-x2", "namespace": namespace},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": str(ready)}],
+                "containerStatuses": [
+                    {"name": "triton", "ready": ready, "restartCount": 0, "image": "i", "imageID": "", "state": state}
+                ],
+            },
+        }
 
 
 def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "gate",
-        "clusters": [{"name": "c", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "gate", "context": {"cluster": "c", "user": "u", "namespace": "triton-dev"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "gate",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "gate", "context": {"cluster": "c", "user": "u", "namespace": "triton-dev"}}],
+            }
+        )
+    )
     return path

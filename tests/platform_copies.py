@@ -1,4 +1,5 @@
 """Copies of the reference platform that tests may break on purpose."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Helpers for tests that check processes are really gone (zombies count as gone)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The gate catches every seeded defect of tests/defects/ in the scenario that names it."""
+
 from __future__ import annotations
 
 import textwrap
@@ -26,8 +27,11 @@ def _param(defect: Defect):
 def defect_runs(request, tmp_path_factory):
     """One runner for the session: the selected defects' gate runs (and each selection's reference run
     once) are queued at the start, so they run two at a time while the tests wait in order."""
-    selected = [item.callspec.params["defect_id"] for item in request.session.items
-                if hasattr(item, "callspec") and "defect_id" in item.callspec.params]
+    selected = [
+        item.callspec.params["defect_id"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and "defect_id" in item.callspec.params
+    ]
     # Under xdist each worker runs only some tests: run lazily there rather than everything twice.
     wanted = [] if hasattr(request.config, "workerinput") else [d for d in selected if not BY_ID[d].known_gap]
     runner = DefectRunner(CATALOGUE, REFERENCE_DIR, tmp_path_factory.mktemp("defects"), jobs=JOBS).start(wanted)
@@ -39,11 +43,14 @@ def defect_runs(request, tmp_path_factory):
 def test_defect_is_caught_by_the_scenario_that_names_it(defect_id, defect_runs):
     defect = BY_ID[defect_id]
     result = defect_runs.result(defect_id)
-    assert result.reference_ok, (f"the unbroken reference must pass {defect.reference_selection} (expected scenarios "
-                                 f"{defect.expected} passed): {result.reference.summary()}\n"
-                                 f"{result.reference.output[-4000:]}")
-    assert result.caught, (f"{defect.id} ({defect.description}) was not caught: {result.reason}\n"
-                           f"{result.run.output[-4000:]}")
+    assert result.reference_ok, (
+        f"the unbroken reference must pass {defect.reference_selection} (expected scenarios "
+        f"{defect.expected} passed): {result.reference.summary()}\n"
+        f"{result.reference.output[-4000:]}"
+    )
+    assert result.caught, (
+        f"{defect.id} ({defect.description}) was not caught: {result.reason}\n{result.run.output[-4000:]}"
+    )
 
 
 def test_catalogue_is_complete_and_well_formed():
@@ -66,9 +73,12 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="py
 def test_judge_reads_junit_and_names_the_failing_scenario(tmp_path: Path):
     (tmp_path / "junit.xml").write_text(textwrap.dedent(JUNIT))
     outcomes, texts = read_junit(tmp_path / "junit.xml")
-    assert outcomes == {"test_alerts.py::test_routing_table_with_amtool[dev]": "failed",
-                        "test_alerts.py::test_routing_table_with_amtool[prod]": "passed",
-                        "test_metrics.py::test_x[dev]": "skipped", "test_metrics.py::test_y[dev]": "error"}
+    assert outcomes == {
+        "test_alerts.py::test_routing_table_with_amtool[dev]": "failed",
+        "test_alerts.py::test_routing_table_with_amtool[prod]": "passed",
+        "test_metrics.py::test_x[dev]": "skipped",
+        "test_metrics.py::test_y[dev]": "error",
+    }
     run = GateRun(tmp_path, Selection(), 1, 1.0, outcomes, texts)
 
     def defect(expected: str, *messages: str) -> Defect:

@@ -1,4 +1,5 @@
 """The deploy path engine on the real embedded stack: stage records, rollback, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,7 @@ def test_every_stage_is_recorded_in_order_with_duration_and_outcome(dev, deploy,
     json.dumps(result.to_dict())  # serialisable for reports
 
 
-def test_wrong_answers_fail_smoke_and_roll_back_to_the_committed_version(dev, deploy, make_model_version,
-                                                                         gate_golden):
+def test_wrong_answers_fail_smoke_and_roll_back_to_the_committed_version(dev, deploy, make_model_version, gate_golden):
     environment, folder = dev
     committed_before = folder.current_bytes()
     committed_version = folder.read_current().active_version
@@ -84,8 +84,12 @@ def test_unreadable_current_json_fails_before_touching_anything(tmp_path, gate_g
     folder = ModelFolder(tmp_path, "best_model")
     folder.path.mkdir()
     folder.current_path.write_bytes(b"{ torn")
-    deployer = Deployer(Registry("http://127.0.0.1:9"), Environment("dev", tmp_path, TritonControl("http://127.0.0.1:9")),
-                        "best_model", gate_golden)
+    deployer = Deployer(
+        Registry("http://127.0.0.1:9"),
+        Environment("dev", tmp_path, TritonControl("http://127.0.0.1:9")),
+        "best_model",
+        gate_golden,
+    )
     result = deployer.deploy(version=1)
     assert not result.ok and result.failed_stage == "precheck", result.describe()
     assert "current.json is not valid JSON" in result.error
@@ -97,8 +101,7 @@ def test_every_stage_and_rollback_step_is_a_replaceable_step():
     assert set(STAGES) | set(ROLLBACK_STEPS) <= names, sorted(names)
 
 
-def test_a_replaced_stage_runs_in_place_of_the_builtin_one_and_its_failure_rolls_back(dev, deploy,
-                                                                                     reference_versions):
+def test_a_replaced_stage_runs_in_place_of_the_builtin_one_and_its_failure_rolls_back(dev, deploy, reference_versions):
     """The public extension point, as a platform team uses it: one stage replaced, the rest builtin."""
     environment, folder = dev
     committed_before = folder.current_bytes()

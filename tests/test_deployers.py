@@ -1,4 +1,5 @@
 """A platform's deploy command: its explicit environment, its process group, pause and kill."""
+
 from __future__ import annotations
 
 import signal
@@ -14,8 +15,13 @@ from tests.proc_utils import wait_group_gone
 
 def _request(tmp_path: Path, **overrides) -> DeployRequest:
     environment = Environment("dev", tmp_path, TritonControl("http://127.0.0.1:9"), server=None)
-    fields = dict(environment=environment, model="m",
-                  mlflow_uri="http://127.0.0.1:8", version=7, settings=DeploySettings(quarantine="q/{version}-{utc}"))
+    fields = dict(
+        environment=environment,
+        model="m",
+        mlflow_uri="http://127.0.0.1:8",
+        version=7,
+        settings=DeploySettings(quarantine="q/{version}-{utc}"),
+    )
     return DeployRequest(**{**fields, **overrides})
 
 
@@ -23,7 +29,9 @@ def test_environment_holds_the_documented_variables_and_pass_env_only(tmp_path, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://the-gate-own-registry")
     monkeypatch.setenv("TEAM_TOKEN", "t")
     monkeypatch.setenv("OTHER_SECRET", "s")
-    env = CommandDeployer("true", pass_env=["TEAM_*"]).environment(_request(tmp_path, hints={"GATE_SMOKE_TIMEOUT": "10"}))
+    env = CommandDeployer("true", pass_env=["TEAM_*"]).environment(
+        _request(tmp_path, hints={"GATE_SMOKE_TIMEOUT": "10"})
+    )
     assert env["MLFLOW_TRACKING_URI"] == env["MLFLOW_REGISTRY_URI"] == "http://127.0.0.1:8"
     assert env["GATE_VERSION"] == "7" and env["GATE_ALIAS"] == "" and env["GATE_QUARANTINE"] == "q/{version}-{utc}"
     assert env["TEAM_TOKEN"] == "t" and "OTHER_SECRET" not in env and env["GATE_SMOKE_TIMEOUT"] == "10"

@@ -7,6 +7,7 @@ The Kubernetes API is the one stand-in (tests/kube_api.py): no cluster can run h
 each Triton pod from the real container (running, and the model ready as the Deployment's
 readiness probe asks), and the gate reaches it through KUBECONFIG instead of the in-cluster
 service account. It must pass on the healthy platform and fail, for the right reason, on a broken one."""
+
 from __future__ import annotations
 
 import re
@@ -60,16 +61,26 @@ def platform_in_containers(tmp_path_factory, reference, images):
         golden = load_golden(reference.golden_path())
         stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
         for name, environment in stack.environments.items():
-            result = Deployer(stack.registry(), environment,
-                              reference.model.name, golden).deploy(alias=reference.model.alias)
+            result = Deployer(stack.registry(), environment, reference.model.name, golden).deploy(
+                alias=reference.model.alias
+            )
             assert result.ok, result.describe()
-        targets = [MonitoredTarget(name, spec.namespace, spec.release,
-                                   stack.environments[name].server.endpoints.metrics.split("//")[1].split("/")[0])
-                   for name, spec in reference.environments.items()]
-        monitoring = MonitoringStack(workdir / "monitoring", targets,
-                                     {n: rules_for(reference, n) for n in reference.environments},
-                                     {n: alertmanager_for(reference, n) for n in reference.environments},
-                                     containers=stack.plan).start()
+        targets = [
+            MonitoredTarget(
+                name,
+                spec.namespace,
+                spec.release,
+                stack.environments[name].server.endpoints.metrics.split("//")[1].split("/")[0],
+            )
+            for name, spec in reference.environments.items()
+        ]
+        monitoring = MonitoringStack(
+            workdir / "monitoring",
+            targets,
+            {n: rules_for(reference, n) for n in reference.environments},
+            {n: alertmanager_for(reference, n) for n in reference.environments},
+            containers=stack.plan,
+        ).start()
         _wait_for_discovery(monitoring)
         yield stack, monitoring
     finally:
@@ -91,6 +102,7 @@ def _wait_for_discovery(monitoring, timeout: float = 30.0) -> None:
 
 def _pod_ready(stack, env: str, model: str):
     """What the Deployment's probes would say of the Triton container of `env`."""
+
     def ready() -> bool:
         server = stack.environments[env].server
         if not server.running():
@@ -99,6 +111,7 @@ def _pod_ready(stack, env: str, model: str):
             return requests.get(f"{server.endpoints.http}/v2/models/{model}/ready", timeout=2).status_code == 200
         except requests.RequestException:
             return False
+
     return ready
 
 
@@ -110,11 +123,15 @@ def _hook_manifest(tmp_path: Path, reference, stack, monitoring) -> Path:
     raw = yaml.safe_load(manifest.read_text())
     for name, spec in raw["environments"].items():
         endpoints = stack.environments[name].server.endpoints
-        spec["cluster"] = {"triton_url": endpoints.http, "triton_grpc": endpoints.grpc,
-                           "triton_metrics_url": endpoints.metrics, "model_repository": f"/models/{name}",
-                           "prometheus_url": monitoring.environments[name].prometheus_url,
-                           "alertmanager_url": monitoring.environments[name].alertmanager_url,
-                           "pod_selector": "app.kubernetes.io/name=triton"}
+        spec["cluster"] = {
+            "triton_url": endpoints.http,
+            "triton_grpc": endpoints.grpc,
+            "triton_metrics_url": endpoints.metrics,
+            "model_repository": f"/models/{name}",
+            "prometheus_url": monitoring.environments[name].prometheus_url,
+            "alertmanager_url": monitoring.environments[name].alertmanager_url,
+            "pod_selector": "app.kubernetes.io/name=triton",
+        }
     manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
 
@@ -129,12 +146,21 @@ def _run_hook(image: str, etc_gate: Path, repositories: Path, kube: Path, run_id
     env = {e["name"]: e["value"] for e in container_spec.get("env", [])}
     client = dk.docker_client()
     container = client.containers.run(
-        image, container_spec["args"], detach=True, user=user, read_only=True, network_mode="host",
-        tmpfs={"/tmp": "rw,size=256m"}, environment={**env, "KUBECONFIG": "/etc/kube/config"},
-        volumes={str(etc_gate): {"bind": "/etc/gate", "mode": "ro"},
-                 str(repositories): {"bind": "/models", "mode": "ro"},
-                 str(kube): {"bind": "/etc/kube", "mode": "ro"}},
-        labels={f"{dk.LABEL_PREFIX}.run-id": run_id, f"{dk.LABEL_PREFIX}.role": "hook"})
+        image,
+        container_spec["args"],
+        detach=True,
+        user=user,
+        read_only=True,
+        network_mode="host",
+        tmpfs={"/tmp": "rw,size=256m"},
+        environment={**env, "KUBECONFIG": "/etc/kube/config"},
+        volumes={
+            str(etc_gate): {"bind": "/etc/gate", "mode": "ro"},
+            str(repositories): {"bind": "/models", "mode": "ro"},
+            str(kube): {"bind": "/etc/kube", "mode": "ro"},
+        },
+        labels={f"{dk.LABEL_PREFIX}.run-id": run_id, f"{dk.LABEL_PREFIX}.role": "hook"},
+    )
     try:
         status = container.wait(timeout=pod.get("activeDeadlineSeconds", 300))
         return status["StatusCode"], container.logs().decode(errors="replace")
@@ -149,11 +175,13 @@ def _outcomes(log: str) -> dict:
 
 
 def test_gate_image_as_postsync_hook_passes_on_a_healthy_platform_and_fails_on_a_broken_one(
-        platform_in_containers, reference, images, tmp_path):
+    platform_in_containers, reference, images, tmp_path
+):
     stack, monitoring = platform_in_containers
     model = reference.model.name
-    api = KubeApiStandIn({spec.namespace: _pod_ready(stack, name, model)
-                          for name, spec in reference.environments.items()})
+    api = KubeApiStandIn(
+        {spec.namespace: _pod_ready(stack, name, model) for name, spec in reference.environments.items()}
+    )
     etc_gate = _hook_manifest(tmp_path, reference, stack, monitoring)
     kube = tmp_path / "kube"
     kube.mkdir()

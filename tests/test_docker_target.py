@@ -4,6 +4,7 @@ container behind (also after Ctrl-C), and a dockerd of our own started and stopp
 
 `make test` runs under `python -m suite.targets.engine run --optional`, which provides the engine
 and the images; without one (not root, no Docker) these tests skip with the reason."""
+
 from __future__ import annotations
 
 import os
@@ -113,8 +114,18 @@ def _session_containers(client, session: str):
 
 @pytest.mark.parametrize("ending", ["exits", "ctrl-c"])
 def test_engine_session_removes_every_container_it_labelled(client, ending):
-    command = [sys.executable, "-m", "suite.targets.engine", "run", "--",
-               sys.executable, "-c", LEAVE_A_CONTAINER, dk.TRITON_IMAGE, "exit" if ending == "exits" else "wait"]
+    command = [
+        sys.executable,
+        "-m",
+        "suite.targets.engine",
+        "run",
+        "--",
+        sys.executable,
+        "-c",
+        LEAVE_A_CONTAINER,
+        dk.TRITON_IMAGE,
+        "exit" if ending == "exits" else "wait",
+    ]
     run = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     line = run.stdout.readline()
     assert line.startswith("SESSION "), line
@@ -130,8 +141,9 @@ def test_engine_session_removes_every_container_it_labelled(client, ending):
 
 def _tiny_image(client, tmp_path: Path) -> str:
     """An image holding only /bin/true and the libraries it needs, imported from the host."""
-    libs = re.findall(r"(/\S+\.so[.\d]*)", subprocess.run(["ldd", "/bin/true"], capture_output=True,
-                                                          text=True, check=True).stdout)
+    libs = re.findall(
+        r"(/\S+\.so[.\d]*)", subprocess.run(["ldd", "/bin/true"], capture_output=True, text=True, check=True).stdout
+    )
     tarball = tmp_path / "true.tar"
     with tarfile.open(tarball, "w") as tar:
         for path in ["/bin/true", *libs]:

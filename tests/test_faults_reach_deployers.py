@@ -5,6 +5,7 @@ catalogue and reports what it saw; each fault must show in that report as the fa
 gate builds the command's environment explicitly (documented variables and the manifest's
 `pass_env`), so a live registry URI in the gate's own process cannot leak past a fault.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,19 @@ from suite.deployers import CommandDeployer
 from suite.faults import CATALOGUE, FullRepository, mount_faults_unavailable, small_filesystem
 
 PROBE = Path(__file__).resolve().parent / "deployers" / "probe.py"
-DOCUMENTED = {"GATE_ENV", "GATE_MODEL", "GATE_VERSION", "GATE_ALIAS", "GATE_MODEL_REPOSITORY", "GATE_TRITON_URL",
-              "GATE_QUARANTINE", "GATE_GOLDEN", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PATH"}
+DOCUMENTED = {
+    "GATE_ENV",
+    "GATE_MODEL",
+    "GATE_VERSION",
+    "GATE_ALIAS",
+    "GATE_MODEL_REPOSITORY",
+    "GATE_TRITON_URL",
+    "GATE_QUARANTINE",
+    "GATE_GOLDEN",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "PATH",
+}
 
 
 def _sha(data: bytes) -> str:
@@ -59,22 +71,33 @@ def _sees_errno(code):
     def check(report, ctx):
         if report["write"].get("errno") != code:
             return f"writing the version folder gave {report['write']}, expected errno {code}"
+
     return check
 
 
 def _sees_missing(report, ctx):
     # MLflow answers 404 for an unknown version, 400 (INVALID_PARAMETER_VALUE) for an unset alias.
     if report["registry"].get("status") not in (400, 404):
-        return f"the registry answered {report['registry']} for {report['environment'].get('GATE_VERSION') or 'the alias'}"
+        return (
+            f"the registry answered {report['registry']} for {report['environment'].get('GATE_VERSION') or 'the alias'}"
+        )
 
 
 SEES = {
-    "corrupt-model": _sees_bytes, "config-wrong-input-name": _sees_bytes, "config-wrong-dims": _sees_bytes,
-    "config-wrong-dtype": _sees_bytes, "wrong-answers": _sees_bytes, "slow-model": _sees_bytes,
-    "triton-killed-during-load": _sees_server_down, "triton-killed-during-smoke": _sees_server_down,
-    "mlflow-unreachable": _sees_registry_down, "download-cut-halfway": _sees_cut_download,
-    "repository-read-only": _sees_errno(30), "repository-full": _sees_errno(28),
-    "registry-version-missing": _sees_missing, "registry-alias-missing": _sees_missing,
+    "corrupt-model": _sees_bytes,
+    "config-wrong-input-name": _sees_bytes,
+    "config-wrong-dims": _sees_bytes,
+    "config-wrong-dtype": _sees_bytes,
+    "wrong-answers": _sees_bytes,
+    "slow-model": _sees_bytes,
+    "triton-killed-during-load": _sees_server_down,
+    "triton-killed-during-smoke": _sees_server_down,
+    "mlflow-unreachable": _sees_registry_down,
+    "download-cut-halfway": _sees_cut_download,
+    "repository-read-only": _sees_errno(30),
+    "repository-full": _sees_errno(28),
+    "registry-version-missing": _sees_missing,
+    "registry-alias-missing": _sees_missing,
 }
 
 
@@ -96,16 +119,38 @@ def _check(run, report_path: Path, fault_name: str, registered_bytes, gate_stack
     assert report_path.is_file(), f"the probe did not run under {fault_name}:\n{run.outcome.message}"
     report = json.loads(report_path.read_text())
     environment = report["environment"]
-    unexpected = set(environment) - DOCUMENTED - {"PROBE_REPORT", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
-                                                   "TMPDIR", "USER", "LOGNAME", "TERM", "LANGUAGE", "PWD", "SHLVL", "_"}
+    unexpected = (
+        set(environment)
+        - DOCUMENTED
+        - {
+            "PROBE_REPORT",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "LC_CTYPE",
+            "TZ",
+            "TMPDIR",
+            "USER",
+            "LOGNAME",
+            "TERM",
+            "LANGUAGE",
+            "PWD",
+            "SHLVL",
+            "_",
+        }
+    )
     assert not unexpected, f"variables beyond the documented ones reached the deployer: {sorted(unexpected)}"
     assert "GATE_DECOY_SECRET" not in environment
     assert environment["MLFLOW_REGISTRY_URI"] == environment["MLFLOW_TRACKING_URI"]
-    ctx = {"version": run.version, "registered": registered_bytes.get(run.version, b""),
-           "live_registry": gate_stack.mlflow.uri}
+    ctx = {
+        "version": run.version,
+        "registered": registered_bytes.get(run.version, b""),
+        "live_registry": gate_stack.mlflow.uri,
+    }
     problem = SEES[fault_name](report, ctx)
-    assert problem is None, f"{fault_name} did not reach the deployer: {problem}\nprobe report: " \
-        + json.dumps({k: v for k, v in report.items() if k != "environment"})
+    assert problem is None, f"{fault_name} did not reach the deployer: {problem}\nprobe report: " + json.dumps(
+        {k: v for k, v in report.items() if k != "environment"}
+    )
 
 
 @pytest.mark.parametrize("fault_name", [n for n in CATALOGUE if n != FullRepository.name])
@@ -118,8 +163,9 @@ def test_fault_reaches_a_command_deployer(fault_name, run_fault, probe, register
     _check(run, report, fault_name, registered_bytes, gate_stack)
 
 
-def test_full_repository_reaches_a_command_deployer(run_fault, probe, registered_bytes, gate_stack, make_environment,
-                                                    gate_workdir, reference_versions, deploy):
+def test_full_repository_reaches_a_command_deployer(
+    run_fault, probe, registered_bytes, gate_stack, make_environment, gate_workdir, reference_versions, deploy
+):
     if mount_faults_unavailable():
         pytest.skip(mount_faults_unavailable())
     deployer, report = probe

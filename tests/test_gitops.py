@@ -1,4 +1,5 @@
 """The GitOps reference and the gate image: rendered, schema-validated, cross-checked, and broken on purpose."""
+
 from __future__ import annotations
 
 import base64
@@ -40,11 +41,11 @@ def rendered() -> Dict[str, List[Obj]]:
     return {env: gitops.render(gitops.GITOPS_DIR / "overlays" / env) for env in ENVS}
 
 
-def problems_of(objects: List[Obj], env: str, envs: Dict[str, EnvExpectation], platform: Platform,
-                gate_image: str) -> List[str]:
+def problems_of(
+    objects: List[Obj], env: str, envs: Dict[str, EnvExpectation], platform: Platform, gate_image: str
+) -> List[str]:
     others = [e for name, e in envs.items() if name != env]
-    return gitops.cross_check(objects, envs[env], others, platform.model.name, gate_image,
-                              platform.environments[env])
+    return gitops.cross_check(objects, envs[env], others, platform.model.name, gate_image, platform.environments[env])
 
 
 def one(objects: List[Obj], kind: str) -> Obj:
@@ -55,6 +56,7 @@ def one(objects: List[Obj], kind: str) -> Obj:
 
 # -- the reference as shipped --------------------------------------------------------------------
 
+
 def test_every_env_of_the_platform_has_an_overlay(envs):
     assert sorted(envs) == sorted(ENVS)
     for env in envs:
@@ -64,8 +66,21 @@ def test_every_env_of_the_platform_has_an_overlay(envs):
 @pytest.mark.parametrize("env", ENVS)
 def test_overlay_renders_every_piece(rendered, env):
     kinds = sorted(o["kind"] for o in rendered[env])
-    assert kinds == sorted(["ConfigMap", "Deployment", "Job", "PersistentVolumeClaim", "PrometheusRule",
-                            "Role", "RoleBinding", "Secret", "Service", "ServiceAccount", "ServiceMonitor"])
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Job",
+            "PersistentVolumeClaim",
+            "PrometheusRule",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ]
+    )
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -147,6 +162,7 @@ def test_hook_runs_as_the_image_user(rendered):
 
 # -- broken on purpose: every check must be able to fail ------------------------------------------
 
+
 @pytest.fixture
 def deploy_copy(tmp_path: Path) -> Path:
     """A copy of deploy/ (gitops and monitoring), so an overlay can be broken without touching ours."""
@@ -164,10 +180,13 @@ def test_service_monitor_with_the_other_envs_release_is_caught(deploy_copy, envs
     # The likely slip: dev's overlay written from prod's and its release label left as it was.
     # (A patch on the ServiceMonitor alone would be overridden by the overlay's `labels:`.)
     overlay = deploy_copy / "gitops" / "overlays" / "dev"
-    edit_kustomization(overlay / "kustomization.yaml",
-                       lambda doc: doc["labels"][0]["pairs"].update(release="monitoring-prod"))
+    edit_kustomization(
+        overlay / "kustomization.yaml", lambda doc: doc["labels"][0]["pairs"].update(release="monitoring-prod")
+    )
     problems = problems_of(gitops.render(overlay), "dev", envs, platform, gate_image)
-    assert any(p.startswith("ServiceMonitor/triton-dev/triton: label release='monitoring-prod'") for p in problems), problems
+    assert any(p.startswith("ServiceMonitor/triton-dev/triton: label release='monitoring-prod'") for p in problems), (
+        problems
+    )
     assert any("mentions prod's 'monitoring-prod'" in p for p in problems), problems
 
 
@@ -175,8 +194,9 @@ def test_overlay_that_keeps_the_other_envs_alertmanager_config_is_caught(deploy_
     overlay = deploy_copy / "gitops" / "overlays" / "dev"
     edit_kustomization(overlay / "kustomization.yaml", lambda doc: doc.pop("patches"))
     problems = problems_of(gitops.render(overlay), "dev", envs, platform, gate_image)
-    assert any(p.startswith("Secret/monitoring-prod/alertmanager-triton: namespace 'monitoring-prod'")
-               for p in problems), problems
+    assert any(
+        p.startswith("Secret/monitoring-prod/alertmanager-triton: namespace 'monitoring-prod'") for p in problems
+    ), problems
     # Found inside the base64 data too: prod's receiver in the dev overlay.
     assert any("mentions prod's 'slack-prod'" in p for p in problems), problems
 
@@ -184,10 +204,12 @@ def test_overlay_that_keeps_the_other_envs_alertmanager_config_is_caught(deploy_
 def test_job_naming_a_pvc_that_does_not_exist_is_caught(deploy_copy, envs, platform, gate_image):
     job = deploy_copy / "gitops" / "base" / "smoke-job.yaml"
     job.write_text(job.read_text().replace("claimName: triton-model-repository", "claimName: triton-models"))
-    problems = problems_of(gitops.render(deploy_copy / "gitops" / "overlays" / "prod"), "prod", envs,
-                           platform, gate_image)
-    assert any("names PersistentVolumeClaim 'triton-models', which is not in 'triton-prod'" in p
-               for p in problems), problems
+    problems = problems_of(
+        gitops.render(deploy_copy / "gitops" / "overlays" / "prod"), "prod", envs, platform, gate_image
+    )
+    assert any("names PersistentVolumeClaim 'triton-models', which is not in 'triton-prod'" in p for p in problems), (
+        problems
+    )
 
 
 def test_an_overlay_that_does_not_render_says_why(deploy_copy):
@@ -225,82 +247,122 @@ def _platform_edit(objs: List[Obj], change: Callable[[dict], None]) -> None:
 BREAKAGES: Dict[str, tuple] = {
     "servicemonitor-selects-missing-label": (
         lambda o: one(o, "ServiceMonitor")["spec"]["selector"]["matchLabels"].update(app="triton-server"),
-        "but no Service in 'triton-dev' has them"),
+        "but no Service in 'triton-dev' has them",
+    ),
     "servicemonitor-wrong-port": (
         lambda o: one(o, "ServiceMonitor")["spec"]["endpoints"][0].update(port="metric"),
-        "endpoint port 'metric' is not a port of Service/triton-dev/triton"),
+        "endpoint port 'metric' is not a port of Service/triton-dev/triton",
+    ),
     "servicemonitor-any-namespace": (
         lambda o: one(o, "ServiceMonitor")["spec"].update(namespaceSelector={"any": True}),
-        "namespaceSelector reaches beyond 'triton-dev'"),
+        "namespaceSelector reaches beyond 'triton-dev'",
+    ),
     "readiness-on-server-ready": (
         lambda o: _container("Deployment")(o)["readinessProbe"]["httpGet"].update(path="/v2/health/ready"),
-        "answers 400 during every reload (Triton #7014)"),
+        "answers 400 during every reload (Triton #7014)",
+    ),
     "no-startup-probe": (lambda o: _container("Deployment")(o).pop("startupProbe"), "has no startupProbe"),
     "load-model-other": (
         lambda o: _container("Deployment")(o)["args"].__setitem__(3, "--load-model=iris"),
-        "--load-model='iris', expected 'best_model'"),
+        "--load-model='iris', expected 'best_model'",
+    ),
     "poll-mode": (
         lambda o: _container("Deployment")(o)["args"].__setitem__(2, "--model-control-mode=poll"),
-        "needs --model-control-mode=explicit"),
+        "needs --model-control-mode=explicit",
+    ),
     "service-in-default-namespace": (
         lambda o: one(o, "Service")["metadata"].update(namespace="default"),
-        "Service/default/triton: namespace 'default', expected 'triton-dev'"),
+        "Service/default/triton: namespace 'default', expected 'triton-dev'",
+    ),
     "hook-annotation-missing-delete-policy": (
         lambda o: one(o, "Job")["metadata"]["annotations"].pop("argocd.argoproj.io/hook-delete-policy"),
-        "annotation argocd.argoproj.io/hook-delete-policy=None"),
+        "annotation argocd.argoproj.io/hook-delete-policy=None",
+    ),
     "hook-is-presync": (
         lambda o: one(o, "Job")["metadata"]["annotations"].update({"argocd.argoproj.io/hook": "PreSync"}),
-        "annotation argocd.argoproj.io/hook='PreSync', expected 'PostSync'"),
+        "annotation argocd.argoproj.io/hook='PreSync', expected 'PostSync'",
+    ),
     "hook-retries": (lambda o: one(o, "Job")["spec"].update(backoffLimit=3), "backoffLimit=3, expected 0"),
-    "hook-unbounded": (lambda o: one(o, "Job")["spec"].pop("activeDeadlineSeconds"), "activeDeadlineSeconds must bound"),
+    "hook-unbounded": (
+        lambda o: one(o, "Job")["spec"].pop("activeDeadlineSeconds"),
+        "activeDeadlineSeconds must bound",
+    ),
     "hook-other-image": (
-        lambda o: _container("Job")(o).update(image="python:3.11"), "image 'python:3.11', expected the gate image"),
+        lambda o: _container("Job")(o).update(image="python:3.11"),
+        "image 'python:3.11', expected the gate image",
+    ),
     "hook-runs-chaos": (lambda o: _hook_args(o, "smoke", "chaos"), "expected pytest scenarios -m smoke --target k8s"),
     "hook-targets-local": (lambda o: _hook_args(o, "k8s", "local"), "expected pytest scenarios -m smoke --target k8s"),
     "hook-platform-not-mounted": (
         lambda o: _hook_args(o, "/etc/gate/platform.yaml", "/work/platform.yaml"),
-        "--platform /work/platform.yaml is not in a mounted ConfigMap"),
+        "--platform /work/platform.yaml is not in a mounted ConfigMap",
+    ),
     "hook-writes-the-repository": (
-        lambda o: [m.update(readOnly=False) for m in _container("Job")(o)["volumeMounts"] if m["name"] == "model-repository"],
-        "must be mounted read-only"),
+        lambda o: [
+            m.update(readOnly=False) for m in _container("Job")(o)["volumeMounts"] if m["name"] == "model-repository"
+        ],
+        "must be mounted read-only",
+    ),
     "hook-default-service-account": (
         lambda o: gitops._pod_spec(one(o, "Job")).update(serviceAccountName="default"),
-        "serviceAccountName 'default' is not a ServiceAccount in 'triton-dev'"),
+        "serviceAccountName 'default' is not a ServiceAccount in 'triton-dev'",
+    ),
     "role-can-delete": (lambda o: _role_rule(o)["verbs"].append("delete"), "grants ['delete']"),
     "role-reads-secrets": (lambda o: _role_rule(o)["resources"].append("secrets"), "covers ['secrets']"),
     "cluster-role": (
-        lambda o: o.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                            "metadata": {"name": "triton-smoke", "labels": {"release": "monitoring-dev"}},
-                            "rules": []}),
-        "ClusterRole/triton-smoke: cluster-wide RBAC"),
+        lambda o: o.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "triton-smoke", "labels": {"release": "monitoring-dev"}},
+                "rules": [],
+            }
+        ),
+        "ClusterRole/triton-smoke: cluster-wide RBAC",
+    ),
     "platform-manifest-lists-prod-too": (
-        lambda o: _platform_cm(o, "model: {name: best_model}\nenvironments:\n"
-                                  "  dev: {namespace: triton-dev, release: monitoring-dev, alert_receiver: slack-dev}\n"
-                                  "  prod: {namespace: triton-prod, release: monitoring-prod}\n"),
-        "manifest environments ['dev', 'prod'], expected only 'dev'"),
+        lambda o: _platform_cm(
+            o,
+            "model: {name: best_model}\nenvironments:\n"
+            "  dev: {namespace: triton-dev, release: monitoring-dev, alert_receiver: slack-dev}\n"
+            "  prod: {namespace: triton-prod, release: monitoring-prod}\n",
+        ),
+        "manifest environments ['dev', 'prod'], expected only 'dev'",
+    ),
     "platform-manifest-invalid": (
-        lambda o: _platform_cm(o, "model: {name: best_model}\nenvironments:\n"
-                                  "  dev: {namespace: triton-dev, relase: monitoring-dev}\n"),
-        "the hook's platform manifest is not valid for the gate"),
+        lambda o: _platform_cm(
+            o, "model: {name: best_model}\nenvironments:\n  dev: {namespace: triton-dev, relase: monitoring-dev}\n"
+        ),
+        "the hook's platform manifest is not valid for the gate",
+    ),
     "platform-manifest-wrong-service": (
         lambda o: _platform_edit(o, lambda c: c.update(triton_url="http://triton-server.triton-dev.svc:8000")),
-        "names Service 'triton-server' in 'triton-dev', which this overlay does not define"),
+        "names Service 'triton-server' in 'triton-dev', which this overlay does not define",
+    ),
     "platform-manifest-wrong-port": (
         lambda o: _platform_edit(o, lambda c: c.update(triton_url="http://triton.triton-dev.svc:8080")),
-        "port 8080 is not a port of Service/triton-dev/triton"),
+        "port 8080 is not a port of Service/triton-dev/triton",
+    ),
     "platform-manifest-default-pod-selector": (
         lambda o: _platform_edit(o, lambda c: c.update(pod_selector="app=triton")),
-        "pod_selector 'app=triton' selects no Deployment's pods"),
+        "pod_selector 'app=triton' selects no Deployment's pods",
+    ),
     "platform-manifest-repository-elsewhere": (
         lambda o: _platform_edit(o, lambda c: c.update(model_repository="/models/dev")),
-        "model_repository '/models/dev' is not where the hook mounts"),
+        "model_repository '/models/dev' is not where the hook mounts",
+    ),
     "platform-manifest-without-cluster": (
         lambda o: _platform_edit(o, lambda c: c.clear()),
-        "has no `cluster:` section"),
+        "has no `cluster:` section",
+    ),
     "platform-manifest-other-model": (
-        lambda o: _platform_cm(o, "model: {name: iris}\nenvironments:\n"
-                                  "  dev: {namespace: triton-dev, release: monitoring-dev, alert_receiver: slack-dev}\n"),
-        "manifest model 'iris', but Triton loads 'best_model'"),
+        lambda o: _platform_cm(
+            o,
+            "model: {name: iris}\nenvironments:\n"
+            "  dev: {namespace: triton-dev, release: monitoring-dev, alert_receiver: slack-dev}\n",
+        ),
+        "manifest model 'iris', but Triton loads 'best_model'",
+    ),
 }
 
 
@@ -318,13 +380,18 @@ SCHEMA_BREAKAGES: Dict[str, tuple] = {
     "unknown-field": (lambda o: _container("Deployment")(o).update(readinesProbe={}), "readinesProbe"),
     "port-as-name": (lambda o: one(o, "Service")["spec"]["ports"][0].update(port="http"), "spec.ports.0.port"),
     "job-without-template": (lambda o: one(o, "Job")["spec"].pop("template"), "'template' is a required property"),
-    "servicemonitor-without-selector": (lambda o: one(o, "ServiceMonitor")["spec"].pop("selector"),
-                                        "spec.selector is required"),
-    "rule-without-expr": (lambda o: one(o, "PrometheusRule")["spec"]["groups"][0]["rules"][0].pop("expr"),
-                          "rules[0].expr is required"),
+    "servicemonitor-without-selector": (
+        lambda o: one(o, "ServiceMonitor")["spec"].pop("selector"),
+        "spec.selector is required",
+    ),
+    "rule-without-expr": (
+        lambda o: one(o, "PrometheusRule")["spec"]["groups"][0]["rules"][0].pop("expr"),
+        "rules[0].expr is required",
+    ),
     "crd-without-any-check": (
         lambda o: o.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"}}),
-        "no Kubernetes 1.32 schema for monitoring.coreos.com/v1 PodMonitor"),
+        "no Kubernetes 1.32 schema for monitoring.coreos.com/v1 PodMonitor",
+    ),
 }
 
 
@@ -351,7 +418,7 @@ def test_broken_rule_is_caught_by_promtool(rendered):
     if not shutil.which("promtool"):
         pytest.skip("promtool is missing: `make test` installs the Debian package prometheus")
     rule = copy.deepcopy(one(rendered["dev"], "PrometheusRule"))
-    rule["spec"]["groups"][0]["rules"][0]["expr"] = "up{job=\"triton\" == 0"
+    rule["spec"]["groups"][0]["rules"][0]["expr"] = 'up{job="triton" == 0'
     assert gitops.promtool_check_rules(rule)
 
 
@@ -362,9 +429,15 @@ def test_broken_dockerfile_is_caught(tmp_path):
     (tmp_path / "Dockerfile").write_text(
         "FROM nvcr.io/nvidia/tritonserver:24.10-py3\nCOPY requirements.lock missing.txt ./\n"
         "COPY tests/ tests/\nRUN pip install --no-deps .\nRUN pip install \\\n -r requirements.lock\n"
-        "USER root\nENTRYPOINT pytest\n")
+        "USER root\nENTRYPOINT pytest\n"
+    )
     problems = "\n".join(gitops.check_dockerfile(tmp_path / "Dockerfile", tmp_path))
-    for expected in ("COPY missing.txt: not in the build context", "COPY tests/: excluded by .dockerignore",
-                     "USER is 'root'", "ENTRYPOINT is 'pytest'", "then `pip install --no-deps .`",
-                     "must not contain Triton"):
+    for expected in (
+        "COPY missing.txt: not in the build context",
+        "COPY tests/: excluded by .dockerignore",
+        "USER is 'root'",
+        "ENTRYPOINT is 'pytest'",
+        "then `pip install --no-deps .`",
+        "must not contain Triton",
+    ):
         assert expected in problems, f"{expected!r} not in:\n{problems}"

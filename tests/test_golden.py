@@ -1,4 +1,5 @@
 """Golden comparison: exact for labels, within tolerance for probabilities; wrong models fail."""
+
 from __future__ import annotations
 
 import numpy as np

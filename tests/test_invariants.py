@@ -1,4 +1,5 @@
 """Invariant 1 compares what the committed files say, not their bytes (no server needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,18 @@ class _View:
 
 def _before(view: _View) -> EnvironmentState:
     folder = view.folder
-    return EnvironmentState("dev", view.repository, folder.current_bytes(), 3, folder.config_path.read_bytes(), {}, [],
-                            set(), set(), EnvironmentSnapshot({}, {}))
+    return EnvironmentState(
+        "dev",
+        view.repository,
+        folder.current_bytes(),
+        3,
+        folder.config_path.read_bytes(),
+        {},
+        [],
+        set(),
+        set(),
+        EnvironmentSnapshot({}, {}),
+    )
 
 
 @pytest.fixture
@@ -42,19 +53,24 @@ def _judge(view, before) -> Judgement:
 def test_same_content_other_formatting_is_a_note_not_a_violation(view):
     before = _before(view)
     view.folder.current_path.write_bytes(b'{\n\t"extra": [1,2], "alias": "A",\n\t"run_id": "r", "active_version": 3}')
-    view.folder.config_path.write_text('platform: "onnxruntime_onnx" name: "m" version_policy: { specific: { versions: [3] } }')
+    view.folder.config_path.write_text(
+        'platform: "onnxruntime_onnx" name: "m" version_policy: { specific: { versions: [3] } }'
+    )
     found = _judge(view, before)
     assert not found.violations, found.violations
     assert any("current.json was rewritten with the same content" in n for n in found.notes)
     assert any("config.pbtxt was rewritten with the same content" in n for n in found.notes)
 
 
-@pytest.mark.parametrize("rewritten", [
-    b'{"active_version": 3.0, "run_id": "r", "alias": "A", "extra": [1, 2]}',     # a float is not an int
-    b'{"active_version": 3, "run_id": "r", "alias": "A", "extra": [2, 1]}',
-    b'{"active_version": 3, "run_id": "r", "alias": "A", "extra": [1, 2], "more": null}',
-    b'{"active_version": 4, "run_id": "r", "alias": "A", "extra": [1, 2]}',
-])
+@pytest.mark.parametrize(
+    "rewritten",
+    [
+        b'{"active_version": 3.0, "run_id": "r", "alias": "A", "extra": [1, 2]}',  # a float is not an int
+        b'{"active_version": 3, "run_id": "r", "alias": "A", "extra": [2, 1]}',
+        b'{"active_version": 3, "run_id": "r", "alias": "A", "extra": [1, 2], "more": null}',
+        b'{"active_version": 4, "run_id": "r", "alias": "A", "extra": [1, 2]}',
+    ],
+)
 def test_any_change_of_content_or_type_violates_invariant_1(view, rewritten):
     before = _before(view)
     view.folder.current_path.write_bytes(rewritten)

@@ -1,4 +1,5 @@
 """config.pbtxt through protobuf: derive from ONNX, pin a version, round-trip exactly."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ def onnx_file(tmp_path_factory):
 def test_config_from_onnx_matches_the_seed_signature(onnx_file):
     config = model_config.from_onnx("best_model", onnx_file)
     assert config.platform == "onnxruntime_onnx"
-    assert [(i.name, model_config.mc.DataType.Name(i.data_type), list(i.dims)) for i in config.input] == \
-        [("input", "TYPE_FP32", [-1, 4])]
+    assert [(i.name, model_config.mc.DataType.Name(i.data_type), list(i.dims)) for i in config.input] == [
+        ("input", "TYPE_FP32", [-1, 4])
+    ]
     outputs = {o.name: (model_config.mc.DataType.Name(o.data_type), list(o.dims)) for o in config.output}
     assert outputs == {"probabilities": ("TYPE_FP32", [-1, 3]), "label": ("TYPE_INT64", [-1])}
 

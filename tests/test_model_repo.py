@@ -1,4 +1,5 @@
 """The model repository engine: atomic materialize, quarantine, current.json, the deploy lock."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from suite.model_repo import Current, ModelFolder, atomic_write, environment_loc
 def _fill(content: bytes):
     def fill(folder):
         (folder / "model.onnx").write_bytes(content)
+
     return fill
 
 
@@ -102,12 +104,14 @@ def test_atomic_write_never_shows_a_torn_file(tmp_path):
 def test_environment_lock_lets_one_deploy_in_at_a_time(tmp_path):
     order = []
     with environment_lock(tmp_path, timeout=1):
+
         def second():
             try:
                 with environment_lock(tmp_path, timeout=0.3):
                     order.append("second got in")
             except DeployLockedError as exc:
                 order.append(str(exc))
+
         thread = threading.Thread(target=second)
         thread.start()
         thread.join()

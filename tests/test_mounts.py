@@ -1,5 +1,6 @@
 """Mount propagation for --target docker: mountinfo read right, a private work folder made shared
 for the run and restored after (real mounts, as root)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """numpy >= 2 breaks Triton's Python backend: the gate refuses it with a clear message."""
+
 from __future__ import annotations
 
 import numpy

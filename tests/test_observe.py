@@ -1,5 +1,6 @@
 """DeployObserver: a point seen while the deployer runs triggers the action once; a point that was
 the deployer's last act, done just before it exited, is reported as reached too late, not missed."""
+
 from __future__ import annotations
 
 import time

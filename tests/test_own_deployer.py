@@ -1,4 +1,5 @@
 """Bring your own deployer: the gate judges a platform's deploy command by what it leaves behind."""
+
 from __future__ import annotations
 
 from suite.deployers import BUILTIN_COMMAND, BUILTIN_RECOVER
@@ -15,8 +16,9 @@ def test_builtin_path_used_as_the_command_passes_the_chaos_scenarios(pytester):
     """The builtin path's command line as a platform's deployer: every chaos scenario that runs a
     command (the stage-boundary sweep and the lock-timeout race are the builtin's own) passes."""
     platform = _platform_with_deployer(pytester.path, BUILTIN_COMMAND, BUILTIN_RECOVER)
-    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "--platform", str(platform),
-                                           "-m", "chaos", "-k", "not sequences", "-q", timeout=1200)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "scenarios", "--platform", str(platform), "-m", "chaos", "-k", "not sequences", "-q", timeout=1200
+    )
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()[-6000:]
     assert outcomes.get("passed", 0) >= 20, outcomes

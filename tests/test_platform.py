@@ -1,4 +1,5 @@
 """The platform manifest: the reference and seed manifests load; bad ones say what to fix."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,16 +26,23 @@ def test_seed_platform_loads_as_a_user_platform():
     assert platform.resolve(platform.spec.monitoring.rules["dev"]).is_file()
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("model: {name: m}\n", "environments: required key is missing"),
-    ("model: {name: m}\nenvironments: {dev: {namespace: a, release: b, colour: red}}\n",
-     "environments.dev.colour: unknown key"),
-    ("modle: {name: m}\nenvironments: {dev: {namespace: a, release: b}}\n", "modle: unknown key"),
-    ("- a list\n", "must be a YAML mapping"),
-    ("model: {name: m\n", "not valid YAML"),
-    ("model: {name: m, golden: nope.json}\nenvironments: {dev: {namespace: a, release: b}}\n",
-     "names files that do not exist"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("model: {name: m}\n", "environments: required key is missing"),
+        (
+            "model: {name: m}\nenvironments: {dev: {namespace: a, release: b, colour: red}}\n",
+            "environments.dev.colour: unknown key",
+        ),
+        ("modle: {name: m}\nenvironments: {dev: {namespace: a, release: b}}\n", "modle: unknown key"),
+        ("- a list\n", "must be a YAML mapping"),
+        ("model: {name: m\n", "not valid YAML"),
+        (
+            "model: {name: m, golden: nope.json}\nenvironments: {dev: {namespace: a, release: b}}\n",
+            "names files that do not exist",
+        ),
+    ],
+)
 def test_invalid_manifests_are_usage_errors_naming_the_problem(tmp_path, text, expected):
     path = tmp_path / "platform.yaml"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """The pytest plugin, black-box with pytester: options, markers, reports, and the gate itself."""
+
 from __future__ import annotations
 
 import json
@@ -70,20 +71,21 @@ def test_installed_gate_runs_smoke_scenarios_by_pyargs(pytester):
 
 def test_gate_fails_when_the_model_does_not_give_golden_answers(pytester):
     platform = _broken_golden_platform(pytester.path)
-    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "--platform", str(platform),
-                                           "-m", "smoke", "-x", "-q", timeout=300)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "scenarios", "--platform", str(platform), "-m", "smoke", "-x", "-q", timeout=300
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*FAILED at smoke*", "*'label' differs from golden*"])
 
 
-STACK_PROBE = '''
+STACK_PROBE = """
 import json, os, time
 def test_hold_the_stack(gate_stack):
     groups = [e.server.pid for e in gate_stack.environments.values()] + [gate_stack.mlflow.process.pid]
     with open(os.environ["PIDS_FILE"], "w") as f:
         json.dump(groups, f)
     time.sleep(300)
-'''
+"""
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])
@@ -91,9 +93,13 @@ def test_no_server_outlives_the_gate(pytester, how):
     """Killed by CI (SIGKILL) or interrupted by a person (Ctrl-C): every server group ends in seconds."""
     pytester.makepyfile(test_probe=STACK_PROBE)
     pids_file = pytester.path / "pids.json"
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_probe.py"],
-                            cwd=pytester.path, env={**os.environ, "PIDS_FILE": str(pids_file)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_probe.py"],
+        cwd=pytester.path,
+        env={**os.environ, "PIDS_FILE": str(pids_file)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not pids_file.exists() or not pids_file.read_text():
@@ -112,25 +118,32 @@ def test_no_server_outlives_the_gate(pytester, how):
 
 def _has_members(pgid: int) -> bool:
     from tests.proc_utils import group_members
+
     return bool(group_members(pgid))
 
 
 def test_a_server_that_dies_fails_the_session_with_its_log(pytester):
-    pytester.makepyfile(test_dies='''
+    pytester.makepyfile(
+        test_dies="""
 import os, signal, time
 def test_a_crash(gate_stack):
     os.killpg(gate_stack.environments["dev"].server.pid, signal.SIGKILL)
     time.sleep(0.5)
 def test_next(gate_stack):
     pass
-''')
+"""
+    )
     result = pytester.runpytest_subprocess("-q", timeout=180)
     assert result.ret == 3
-    result.stdout.fnmatch_lines(["*the embedded stack is broken: tritonserver[[]dev[]] exited unexpectedly "
-                                 "(killed by SIGKILL). Last lines of its log*triton-dev.log*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*the embedded stack is broken: tritonserver[[]dev[]] exited unexpectedly "
+            "(killed by SIGKILL). Last lines of its log*triton-dev.log*"
+        ]
+    )
 
 
-BASELINE_BREAKER = '''
+BASELINE_BREAKER = """
 def test_first(committed, gate_envs, gate_workdir, gate_platform):
     committed("dev")
     # The gate's saved baseline is damaged, and dev left other than it: the next scenario's reset
@@ -141,12 +154,16 @@ def test_first(committed, gate_envs, gate_workdir, gate_platform):
 
 def test_second(committed):
     pass
-'''
+"""
 
 
 def test_a_baseline_that_cannot_be_restored_errors_the_scenario_with_the_reason(pytester):
     pytester.makepyfile(test_baseline=BASELINE_BREAKER)
     result = pytester.runpytest_subprocess("-q", timeout=240)
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*baseline could not be restored in dev: *repository differs: "
-                                 "*best_model/1/model.onnx*What the repository held before is kept in *evidence*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*baseline could not be restored in dev: *repository differs: "
+            "*best_model/1/model.onnx*What the repository held before is kept in *evidence*"
+        ]
+    )

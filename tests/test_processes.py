@@ -1,4 +1,5 @@
 """Server processes: own group, log tail on failure, SIGTERM->SIGKILL, and the watchdog."""
+
 from __future__ import annotations
 
 import os
@@ -21,19 +22,25 @@ def _gone(pid: int, within: float) -> bool:
 
 def _http_server(tmp_path, port: int, extra: str = "") -> list[str]:
     script = tmp_path / "server.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import http.server, signal, sys
         {extra}
         print("serving", flush=True)
         http.server.HTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler).serve_forever()
-    """))
+    """)
+    )
     return [sys.executable, str(script)]
 
 
 def test_server_that_exits_fails_with_its_log_tail(tmp_path):
-    server = ServerProcess("crasher", [sys.executable, "-c", "print('boom: bad flag'); raise SystemExit(3)"],
-                           ready_url=f"http://127.0.0.1:{free_port()}/", log_path=tmp_path / "crasher.log",
-                           start_timeout=10)
+    server = ServerProcess(
+        "crasher",
+        [sys.executable, "-c", "print('boom: bad flag'); raise SystemExit(3)"],
+        ready_url=f"http://127.0.0.1:{free_port()}/",
+        log_path=tmp_path / "crasher.log",
+        start_timeout=10,
+    )
     with pytest.raises(StackStartError) as raised:
         server.start()
     assert "crasher exited during start-up" in str(raised.value)
@@ -41,10 +48,13 @@ def test_server_that_exits_fails_with_its_log_tail(tmp_path):
 
 
 def test_server_that_never_gets_ready_times_out_with_log(tmp_path):
-    server = ServerProcess("sleeper", [sys.executable, "-c", "print('still warming up', flush=True); "
-                                       "import time; time.sleep(60)"],
-                           ready_url=f"http://127.0.0.1:{free_port()}/", log_path=tmp_path / "s.log",
-                           start_timeout=1.5)
+    server = ServerProcess(
+        "sleeper",
+        [sys.executable, "-c", "print('still warming up', flush=True); import time; time.sleep(60)"],
+        ready_url=f"http://127.0.0.1:{free_port()}/",
+        log_path=tmp_path / "s.log",
+        start_timeout=1.5,
+    )
     begin = time.monotonic()
     with pytest.raises(StackStartError, match="did not answer .* within 2 s") as raised:
         server.start()
@@ -55,8 +65,9 @@ def test_server_that_never_gets_ready_times_out_with_log(tmp_path):
 def test_stop_escalates_to_sigkill_for_a_server_ignoring_sigterm(tmp_path):
     port = free_port()
     argv = _http_server(tmp_path, port, "signal.signal(signal.SIGTERM, signal.SIG_IGN)")
-    server = ServerProcess("stubborn", argv, ready_url=f"http://127.0.0.1:{port}/",
-                           log_path=tmp_path / "stubborn.log", stop_grace=0.5)
+    server = ServerProcess(
+        "stubborn", argv, ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path / "stubborn.log", stop_grace=0.5
+    )
     server.start()
     pid = server.pid
     assert os.getpgid(pid) == pid, "every server leads its own process group"
@@ -70,17 +81,19 @@ def test_watchdog_ends_servers_when_the_gate_is_sigkilled(tmp_path):
     port = free_port()
     argv = _http_server(tmp_path, port)
     gate = tmp_path / "gate.py"
-    gate.write_text(textwrap.dedent(f"""
+    gate.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
         from pathlib import Path
         from suite.processes import ServerProcess
         s = ServerProcess("child", {argv!r}, ready_url="http://127.0.0.1:{port}/",
-                          log_path=Path({str(tmp_path / 'child.log')!r}))
+                          log_path=Path({str(tmp_path / "child.log")!r}))
         s.start()
         print(s.pid, flush=True)
         time.sleep(120)
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(gate)], stdout=subprocess.PIPE, text=True)
     child = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGKILL)
@@ -102,8 +115,14 @@ def test_a_port_taken_before_the_start_is_reported_as_taken(tmp_path):
     port = free_port()
     other = _answering(port)
     try:
-        server = ServerProcess("late", _http_server(tmp_path, port), ready_url=f"http://127.0.0.1:{port}/",
-                               log_path=tmp_path / "late.log", start_timeout=10, ports=[port])
+        server = ServerProcess(
+            "late",
+            _http_server(tmp_path, port),
+            ready_url=f"http://127.0.0.1:{port}/",
+            log_path=tmp_path / "late.log",
+            start_timeout=10,
+            ports=[port],
+        )
         with pytest.raises(PortTaken, match="another process"):
             server.start()
     finally:
@@ -116,8 +135,14 @@ def test_an_answer_from_a_process_that_took_the_port_is_not_readiness(tmp_path):
     port = free_port()
     holder: list = []
     command = _http_server(tmp_path, port, extra="import time; time.sleep(1.0)")
-    server = ServerProcess("slow", command, ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path / "slow.log",
-                           start_timeout=20, ports=[port])
+    server = ServerProcess(
+        "slow",
+        command,
+        ready_url=f"http://127.0.0.1:{port}/",
+        log_path=tmp_path / "slow.log",
+        start_timeout=20,
+        ports=[port],
+    )
     import threading
 
     threading.Timer(0.3, lambda: holder.append(_answering(port))).start()

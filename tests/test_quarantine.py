@@ -1,4 +1,5 @@
 """Quarantine layouts as manifests declare them, and the finding Triton's version parsing makes."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,12 +15,18 @@ def _fill(data: bytes):
     return lambda folder: (folder / "model.onnx").write_bytes(data)
 
 
-@pytest.mark.parametrize("layout,made,found", [
-    (DEFAULT_LAYOUT, "4.failed_19700101T000000", ["4.failed_20261129T081323", "4.failed_20261129T081323Z_2"]),
-    ("_quarantine/failed_v{version}_{utc}", "_quarantine/failed_v4_19700101T000000",
-     ["_quarantine/failed_v4_2026-11-29T08:13:23Z", "_quarantine/failed_v4_1795940003"]),
-    ("attic/v{version}-{utc}", "attic/v4-19700101T000000", ["attic/v4-2026-11-29T08-13-23Z"]),
-])
+@pytest.mark.parametrize(
+    "layout,made,found",
+    [
+        (DEFAULT_LAYOUT, "4.failed_19700101T000000", ["4.failed_20261129T081323", "4.failed_20261129T081323Z_2"]),
+        (
+            "_quarantine/failed_v{version}_{utc}",
+            "_quarantine/failed_v4_19700101T000000",
+            ["_quarantine/failed_v4_2026-11-29T08:13:23Z", "_quarantine/failed_v4_1795940003"],
+        ),
+        ("attic/v{version}-{utc}", "attic/v4-19700101T000000", ["attic/v4-2026-11-29T08-13-23Z"]),
+    ],
+)
 def test_layout_makes_and_finds_quarantined_versions(tmp_path, layout, made, found):
     folder = ModelFolder(tmp_path, "m", QuarantineLayout(layout))
     folder.materialize(4, _fill(b"bad"))
@@ -34,20 +41,27 @@ def test_layout_makes_and_finds_quarantined_versions(tmp_path, layout, made, fou
 
 def test_layout_ignores_look_alikes(tmp_path):
     folder = ModelFolder(tmp_path, "m", QuarantineLayout("_quarantine/failed_v{version}_{utc}"))
-    for name in ("4.failed_20261129T081323", "_quarantine/failed_vx_20261129T081323", "_quarantine/failed_v4_notatime",
-                 "_quarantine/old_v4_20261129T081323"):
+    for name in (
+        "4.failed_20261129T081323",
+        "_quarantine/failed_vx_20261129T081323",
+        "_quarantine/failed_v4_notatime",
+        "_quarantine/old_v4_20261129T081323",
+    ):
         (folder.path / name).mkdir(parents=True)
     assert folder.quarantined() == []
 
 
-@pytest.mark.parametrize("layout,problem", [
-    ("failed_{utc}", "{version} must appear exactly once"),
-    ("{version}.failed", "{utc} must appear exactly once"),
-    ("/abs/{version}-{utc}", "relative"),
-    ("../{version}-{utc}", "relative"),
-    ("{version}/failed_{utc}", "bare version number"),
-    ("{version}-{utc}-{who}", "unknown placeholders"),
-])
+@pytest.mark.parametrize(
+    "layout,problem",
+    [
+        ("failed_{utc}", "{version} must appear exactly once"),
+        ("{version}.failed", "{utc} must appear exactly once"),
+        ("/abs/{version}-{utc}", "relative"),
+        ("../{version}-{utc}", "relative"),
+        ("{version}/failed_{utc}", "bare version number"),
+        ("{version}-{utc}-{who}", "unknown placeholders"),
+    ],
+)
 def test_invalid_layouts_are_refused_with_the_reason(layout, problem):
     with pytest.raises(PlatformError, match="quarantine layout") as caught:
         QuarantineLayout(layout)
@@ -64,5 +78,7 @@ def test_manifest_declares_the_layout(tmp_path):
 
 
 def test_triton_reads_a_leading_number_as_a_version():
-    assert read_as_versions(["3.failed_20261129T081323", "3", "_quarantine", "12_old", "config.pbtxt"]) == \
-        ["12_old", "3.failed_20261129T081323"]
+    assert read_as_versions(["3.failed_20261129T081323", "3", "_quarantine", "12_old", "config.pbtxt"]) == [
+        "12_old",
+        "3.failed_20261129T081323",
+    ]

@@ -1,4 +1,5 @@
 """The empty MLflow store kept after the first start, so later starts skip ~5 s of migrations."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,4 +1,5 @@
 """The gate's reports: what a person reads and what a CI gate trusts."""
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,26 @@ PASSWORD = "s3cr3t-pa55word"
 
 
 def test_config_secrets_and_secret_shaped_text_are_masked():
-    config = {"receivers": [{"name": "slack-dev", "slack_configs": [{"api_url": SLACK_URL, "channel": "#alerts-dev",
-              "http_config": {"basic_auth": {"username": "gate", "password": PASSWORD}}}]}]}
+    config = {
+        "receivers": [
+            {
+                "name": "slack-dev",
+                "slack_configs": [
+                    {
+                        "api_url": SLACK_URL,
+                        "channel": "#alerts-dev",
+                        "http_config": {"basic_auth": {"username": "gate", "password": PASSWORD}},
+                    }
+                ],
+            }
+        ]
+    }
     redact = Redactor(secrets_in(config))
-    text = (f"posting to {SLACK_URL} as gate/{PASSWORD}; token=abcd1234efgh; "
-            "https://user:hunter22@alertmanager:9093/api; Authorization: Bearer eyJhbGciOiJIUzI1NiJ9x; "
-            "https://hooks.slack.com/services/TOTHER/BOTHER/unknownOne")
+    text = (
+        f"posting to {SLACK_URL} as gate/{PASSWORD}; token=abcd1234efgh; "
+        "https://user:hunter22@alertmanager:9093/api; Authorization: Bearer eyJhbGciOiJIUzI1NiJ9x; "
+        "https://hooks.slack.com/services/TOTHER/BOTHER/unknownOne"
+    )
     cleaned = redact.text(text)
     for secret in ("T0SECRET", PASSWORD, "abcd1234efgh", "hunter22", "eyJhbGciOiJIUzI1NiJ9x", "unknownOne"):
         assert secret not in cleaned, cleaned
@@ -60,25 +75,45 @@ def test_each_phase_outcome_maps_to_the_scenario_outcome_pytest_users_expect():
         for when, outcome in phases:
             collector.add(_phase(nodeid, when, outcome, message=f"{nodeid} {when}"))
     outcomes = {n: s.outcome for n, s in collector.scenarios.items()}
-    assert outcomes == {"passes": "passed", "fails": "failed", "setup-error": "error",
-                        "teardown-error": "error", "skipped": "skipped"}
+    assert outcomes == {
+        "passes": "passed",
+        "fails": "failed",
+        "setup-error": "error",
+        "teardown-error": "error",
+        "skipped": "skipped",
+    }
     assert collector.scenarios["setup-error"].message == "setup-error setup"
     assert collector.scenarios["passes"].duration_s == 1.5
 
 
 def test_evidence_from_user_properties_lands_in_the_summary():
-    fault_run = {"fault": "wrong-answers", "deployer": "builtin", "invariants_checked": [1, 2, 3, 4, 5, 6],
-                 "violation_records": [{"invariant": 3, "detail": "deleted"}],
-                 "violations": ["invariant 3 (failed version quarantined complete): deleted"],
-                 "findings": ["3"], "not_applicable": {"5": "the platform has no other environment"},
-                 "outcome": {"ok": False, "failed_stage": "smoke"},
-                 "deploy": {"deployer": "builtin", "env": "dev", "requested": "version 4", "ok": False,
-                            "failed_stage": "smoke",
-                            "stages": [{"name": "load", "outcome": "passed", "duration_s": 1.5, "detail": ""},
-                                       {"name": "smoke", "outcome": "failed", "duration_s": 0.03, "detail": "wrong"}],
-                            "rollback": [], "recovered": []}}
-    properties = [("fault_run", json.dumps(fault_run)),
-                  ("alert", json.dumps({"alert": "TritonDown", "env": "dev", "receiver": "slack-dev", "delay_s": 3.9}))]
+    fault_run = {
+        "fault": "wrong-answers",
+        "deployer": "builtin",
+        "invariants_checked": [1, 2, 3, 4, 5, 6],
+        "violation_records": [{"invariant": 3, "detail": "deleted"}],
+        "violations": ["invariant 3 (failed version quarantined complete): deleted"],
+        "findings": ["3"],
+        "not_applicable": {"5": "the platform has no other environment"},
+        "outcome": {"ok": False, "failed_stage": "smoke"},
+        "deploy": {
+            "deployer": "builtin",
+            "env": "dev",
+            "requested": "version 4",
+            "ok": False,
+            "failed_stage": "smoke",
+            "stages": [
+                {"name": "load", "outcome": "passed", "duration_s": 1.5, "detail": ""},
+                {"name": "smoke", "outcome": "failed", "duration_s": 0.03, "detail": "wrong"},
+            ],
+            "rollback": [],
+            "recovered": [],
+        },
+    }
+    properties = [
+        ("fault_run", json.dumps(fault_run)),
+        ("alert", json.dumps({"alert": "TritonDown", "env": "dev", "receiver": "slack-dev", "delay_s": 3.9})),
+    ]
     collector = RunCollector()
     collector.add(_phase("chaos", "setup", "passed"))
     collector.add(_phase("chaos", "call", "failed", message="AssertionError: invariant 3"))
@@ -96,14 +131,17 @@ def test_evidence_from_user_properties_lands_in_the_summary():
     assert summary["scenarios"][0]["headline"].startswith("VIOLATED invariant 3")
 
 
-@pytest.mark.parametrize("tally, exit_status, expected", [
-    ({"failed": 0, "error": 0, "xpassed": 0, "total": 5}, 0, "pass"),
-    ({"failed": 1, "error": 0, "xpassed": 0, "total": 5}, 1, "fail"),
-    ({"failed": 0, "error": 1, "xpassed": 0, "total": 5}, 1, "fail"),
-    ({"failed": 0, "error": 0, "xpassed": 0, "total": 0}, 5, "error"),   # nothing collected
-    ({"failed": 0, "error": 0, "xpassed": 0, "total": 3}, 2, "error"),   # interrupted
-    ({"failed": 0, "error": 0, "xpassed": 0, "total": 3}, 3, "error"),   # stack did not start
-])
+@pytest.mark.parametrize(
+    "tally, exit_status, expected",
+    [
+        ({"failed": 0, "error": 0, "xpassed": 0, "total": 5}, 0, "pass"),
+        ({"failed": 1, "error": 0, "xpassed": 0, "total": 5}, 1, "fail"),
+        ({"failed": 0, "error": 1, "xpassed": 0, "total": 5}, 1, "fail"),
+        ({"failed": 0, "error": 0, "xpassed": 0, "total": 0}, 5, "error"),  # nothing collected
+        ({"failed": 0, "error": 0, "xpassed": 0, "total": 3}, 2, "error"),  # interrupted
+        ({"failed": 0, "error": 0, "xpassed": 0, "total": 3}, 3, "error"),  # stack did not start
+    ],
+)
 def test_verdict_is_pass_only_when_everything_ran_and_passed(tally, exit_status, expected):
     assert verdict(tally, exit_status) == expected
 
@@ -111,10 +149,21 @@ def test_verdict_is_pass_only_when_everything_ran_and_passed(tally, exit_status,
 def test_html_escapes_what_scenarios_report():
     collector = RunCollector()
     collector.add(_phase("x", "call", "failed", message="<script>alert(1)</script>"))
-    page = html.render(build_summary({"run_id": "r", "started_at": "", "duration_s": 1.0, "command": [],
-                                      "platform": "p", "target": "local",
-                                      "stack": {"versions": {}, "timings": {}}},
-                                     list(collector.scenarios.values()), 1))
+    page = html.render(
+        build_summary(
+            {
+                "run_id": "r",
+                "started_at": "",
+                "duration_s": 1.0,
+                "command": [],
+                "platform": "p",
+                "target": "local",
+                "stack": {"versions": {}, "timings": {}},
+            },
+            list(collector.scenarios.values()),
+            1,
+        )
+    )
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
@@ -139,15 +188,19 @@ def test_passes():
 def leaky_platform(pytester):
     platform = copy_reference(pytester.path)
     edit(platform / "monitoring/alertmanager-dev.yaml", "https://slack.invalid/services/REPLACED", SLACK_URL)
-    edit(platform / "monitoring/alertmanager-dev.yaml", "        channel: \"#alerts-dev\"",
-         f"        channel: \"#alerts-dev\"\n        http_config: {{basic_auth: {{username: gate, password: {PASSWORD}}}}}")
+    edit(
+        platform / "monitoring/alertmanager-dev.yaml",
+        '        channel: "#alerts-dev"',
+        f'        channel: "#alerts-dev"\n        http_config: {{basic_auth: {{username: gate, password: {PASSWORD}}}}}',
+    )
     pytester.makepyfile(test_leaky=LEAKY_TEST)
     return platform / "platform.yaml"
 
 
 def test_secrets_reach_neither_the_terminal_nor_any_report(pytester, leaky_platform):
-    result = pytester.runpytest_subprocess("--platform", str(leaky_platform), "--report-dir", "out", "-rA",
-                                           "--gate-summary")
+    result = pytester.runpytest_subprocess(
+        "--platform", str(leaky_platform), "--report-dir", "out", "-rA", "--gate-summary"
+    )
     result.assert_outcomes(passed=1, failed=1)
     run_dir = pytester.path / "out" / "latest"
     files = sorted(p.name for p in run_dir.iterdir())
@@ -173,8 +226,9 @@ def test_report_format_writes_only_what_was_asked(pytester):
 def test_an_unknown_report_format_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("--report-format", "json,pdf")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--report-format: expected a comma-separated list of junit, json, html; "
-                                 "got 'json,pdf' (pdf unknown)*"])
+    result.stderr.fnmatch_lines(
+        ["*--report-format: expected a comma-separated list of junit, json, html; got 'json,pdf' (pdf unknown)*"]
+    )
 
 
 def test_latest_points_at_the_newest_run_and_older_runs_stay(pytester):
@@ -192,8 +246,10 @@ def test_latest_points_at_the_newest_run_and_older_runs_stay(pytester):
 
 # The builtin deploy path as the platform's command, followed by the defect: it deletes the
 # quarantined folder. The gate must fail on invariant 3 and the report must show why.
-DELETING_DEPLOYER = ('python -m suite deploy --env "$GATE_ENV"; rc=$?; '
-                     'rm -rf "$GATE_MODEL_REPOSITORY/$GATE_MODEL/$GATE_VERSION".failed_*; exit $rc')
+DELETING_DEPLOYER = (
+    'python -m suite deploy --env "$GATE_ENV"; rc=$?; '
+    'rm -rf "$GATE_MODEL_REPOSITORY/$GATE_MODEL/$GATE_VERSION".failed_*; exit $rc'
+)
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +258,30 @@ def failed_gate_run(tmp_path_factory):
     platform = copy_reference(work) / "platform.yaml"
     platform.write_text(platform.read_text() + f"deployer: {{command: '{DELETING_DEPLOYER}'}}\n")
     completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "scenarios", "--platform", str(platform), "-m", "chaos",
-         "-k", "(wrong-answers or registry-alias-missing) and fault_ends", "-q", "-p", "no:cacheprovider", "--report-dir", str(work / "out"),
-         "--gate-summary"], cwd=work, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "scenarios",
+            "--platform",
+            str(platform),
+            "-m",
+            "chaos",
+            "-k",
+            "(wrong-answers or registry-alias-missing) and fault_ends",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--report-dir",
+            str(work / "out"),
+            "--gate-summary",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return completed, work / "out" / "latest"
 
 
@@ -236,8 +313,11 @@ def test_the_failed_report_reads_in_a_real_browser(failed_gate_run):
     """Debian's Chromium, headless: it renders, verdict and matrix are visible, no script errors."""
     _, run_dir = failed_gate_run
     screenshot = run_dir / "report.png"
-    seen = browser.view(run_dir / "report.html", ["#verdict", "#fault-matrix", "#failure-list", "#evidence",
-                                                  "#stage-chart"], screenshot=screenshot)
+    seen = browser.view(
+        run_dir / "report.html",
+        ["#verdict", "#fault-matrix", "#failure-list", "#evidence", "#stage-chart"],
+        screenshot=screenshot,
+    )
     assert not seen.errors, seen.errors
     assert seen.visible == {s: True for s in seen.visible}, seen.visible
     assert seen.text["#verdict"].startswith("GATE FAIL")
@@ -245,15 +325,19 @@ def test_the_failed_report_reads_in_a_real_browser(failed_gate_run):
     assert "VIOLATED invariant 3" in seen.text["#failure-list"]
     assert screenshot.stat().st_size > 10_000
     # The one script works: hiding passing rows leaves the failed one.
-    filtered = browser.view(run_dir / "report.html", ["#scenario-table tr.row-failed", "#scenario-table tr.row-passed"],
-                            click="#only-failures")
+    filtered = browser.view(
+        run_dir / "report.html",
+        ["#scenario-table tr.row-failed", "#scenario-table tr.row-passed"],
+        click="#only-failures",
+    )
     assert not filtered.errors, filtered.errors
     assert filtered.visible["#scenario-table tr.row-failed"] and not filtered.visible["#scenario-table tr.row-passed"]
 
 
 def test_reports_are_whole_under_xdist(pytester):
     """Workers only attach evidence; the controller writes one report for the whole run."""
-    pytester.makepyfile(test_many="""
+    pytester.makepyfile(
+        test_many="""
 import json
 import pytest
 
@@ -261,12 +345,20 @@ import pytest
 def test_n(n, request):
     request.node.user_properties.append(("alert", json.dumps({"alert": f"A{n}", "env": "dev", "delay_s": n})))
     assert n != 3, "three fails"
-""")
+"""
+    )
     result = pytester.runpytest_subprocess("-n", "2", "--report-dir", "out")
     result.assert_outcomes(passed=3, failed=1)
     summary = json.loads((pytester.path / "out" / "latest" / "summary.json").read_text())
-    assert summary["counts"] == {"passed": 3, "failed": 1, "error": 0, "skipped": 0, "xfailed": 0, "xpassed": 0,
-                                 "total": 4}
+    assert summary["counts"] == {
+        "passed": 3,
+        "failed": 1,
+        "error": 0,
+        "skipped": 0,
+        "xfailed": 0,
+        "xpassed": 0,
+        "total": 4,
+    }
     assert sorted(a["alert"] for a in summary["alerts"]) == ["A0", "A1", "A2", "A3"]
     assert [s["headline"] for s in summary["scenarios"] if s["outcome"] == "failed"] == ["AssertionError: three fails"]
 

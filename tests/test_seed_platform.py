@@ -2,6 +2,7 @@
 
 The gate must run to a verdict against it, not crash, and name each finding precisely.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,13 +20,28 @@ EXPECTED_FINDINGS = [
 ]
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason=f"the seed platform is not at {SEED} (shared/ is not beside the checkout)")
+@pytest.mark.skipif(
+    not SEED.is_file(), reason=f"the seed platform is not at {SEED} (shared/ is not beside the checkout)"
+)
 def test_gate_reaches_a_verdict_on_the_seed_platform_and_names_its_findings(pytester):
-    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "--platform", str(SEED), "-m", "metrics or alerts",
-                                           "-k", "not slow_model", "-q", "-rfE", timeout=900)
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "scenarios",
+        "--platform",
+        str(SEED),
+        "-m",
+        "metrics or alerts",
+        "-k",
+        "not slow_model",
+        "-q",
+        "-rfE",
+        timeout=900,
+    )
     text = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, f"expected a failing verdict with findings:\n{text[-5000:]}"
     outcomes = result.parseoutcomes()
-    assert outcomes.get("errors", 0) == 0, f"the gate crashed on the seed platform instead of judging it:\n{text[-5000:]}"
+    assert outcomes.get("errors", 0) == 0, (
+        f"the gate crashed on the seed platform instead of judging it:\n{text[-5000:]}"
+    )
     assert outcomes.get("passed", 0) > 10, outcomes
     result.stdout.fnmatch_lines_random(EXPECTED_FINDINGS)

@@ -4,6 +4,7 @@ The sloppy path is the builtin one with the seed platform's weak spots put back:
 a non-atomic materialize straight into the version folder, and fetch errors swallowed
 (`|| true`). Run under each fault, the invariant checker must find something wrong.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -58,12 +59,17 @@ class SloppyDeployer(BuiltinDeployer):
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
         target = request.environment
-        path = Deployer(Registry(request.mlflow_uri), target, request.model, self.golden, request.settings,
-                        steps=SLOPPY_STEPS)
+        path = Deployer(
+            Registry(request.mlflow_uri), target, request.model, self.golden, request.settings, steps=SLOPPY_STEPS
+        )
         result = path.deploy(alias=request.alias, version=request.version)
         swallowed = result.failed_stage in ("register", "materialize")  # `fetch || true`
-        return DeployOutcome(ok=result.ok or swallowed, failed_stage=result.failed_stage,
-                             message=result.error or result.describe(), deployer=self.name)
+        return DeployOutcome(
+            ok=result.ok or swallowed,
+            failed_stage=result.failed_stage,
+            message=result.error or result.describe(),
+            deployer=self.name,
+        )
 
 
 @pytest.mark.parametrize("fault_name", sorted(EXPECTED))
@@ -76,4 +82,5 @@ def test_fault_is_caught_when_the_deploy_path_is_sloppy(fault_name, run_fault, g
     found = {v.invariant for v in run.violations}
     assert EXPECTED[fault_name] <= found, (
         f"under fault {fault_name} the sloppy path must break invariants {sorted(EXPECTED[fault_name])}; "
-        f"the checker found {sorted(found, key=str)}:\n{run.describe()}")
+        f"the checker found {sorted(found, key=str)}:\n{run.describe()}"
+    )

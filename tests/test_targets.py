@@ -1,4 +1,5 @@
 """Targets docker and k8s without an engine or a cluster: construction, rules, messages, skips."""
+
 from __future__ import annotations
 
 import http.server
@@ -39,7 +40,8 @@ REFUSED_PROD_CHAOS = (
     "(namespace triton-prod). Expected --allow-destructive for a protected environment; seen: prod is "
     "protected by default because it is named prod and --allow-destructive was not given. To run it: pass "
     "--allow-destructive (it changes what prod serves), or set `protected: false` for prod in the manifest, "
-    "or select a read-only subset with -m smoke.")
+    "or select a read-only subset with -m smoke."
+)
 
 
 # -- the refusal rules ----------------------------------------------------------------------------
@@ -56,18 +58,23 @@ def test_prod_is_protected_by_default_and_the_manifest_decides_otherwise():
 
 
 def test_destructive_scenario_on_prod_is_refused_with_the_exact_message():
-    assert guard.refusal(_target("k8s"), ["marked chaos"], ["prod"], SPECS, allow_destructive=False) == REFUSED_PROD_CHAOS
+    assert (
+        guard.refusal(_target("k8s"), ["marked chaos"], ["prod"], SPECS, allow_destructive=False) == REFUSED_PROD_CHAOS
+    )
     with pytest.raises(guard.DestructiveRefused, match="refused to run a destructive scenario"):
         guard.check(_target("k8s"), ["marked chaos"], ["prod"], SPECS, allow_destructive=False)
 
 
-@pytest.mark.parametrize("target,reasons,envs,allow", [
-    ("k8s", ["marked chaos"], ["prod"], True),      # permission given
-    ("k8s", ["marked deploy"], ["dev"], False),     # dev is not protected
-    ("k8s", [], ["prod"], False),                   # read-only (smoke)
-    ("local", ["marked chaos"], ["prod"], False),   # the gate's own stacks are thrown away
-    ("docker", ["marked chaos"], ["prod"], False),
-])
+@pytest.mark.parametrize(
+    "target,reasons,envs,allow",
+    [
+        ("k8s", ["marked chaos"], ["prod"], True),  # permission given
+        ("k8s", ["marked deploy"], ["dev"], False),  # dev is not protected
+        ("k8s", [], ["prod"], False),  # read-only (smoke)
+        ("local", ["marked chaos"], ["prod"], False),  # the gate's own stacks are thrown away
+        ("docker", ["marked chaos"], ["prod"], False),
+    ],
+)
 def test_what_is_not_refused(target, reasons, envs, allow):
     assert guard.refusal(_target(target), reasons, envs, SPECS, allow) is None
     guard.check(_target(target), reasons, envs, SPECS, allow)
@@ -77,8 +84,10 @@ def test_explicitly_protected_env_and_unknown_env_say_so():
     specs = {"dev": DEV.model_copy(update={"protected": True}), "prod": PROD.model_copy(update={"protected": False})}
     message = guard.refusal(_target("k8s"), ["uses fixture deploy"], ["dev", "prod"], specs, False, env_known=False)
     assert message is not None
-    assert ("(uses fixture deploy) on protected environment 'dev' (namespace triton-dev) (the scenario has no env "
-            "parameter, so it may touch every environment)") in message
+    assert (
+        "(uses fixture deploy) on protected environment 'dev' (namespace triton-dev) (the scenario has no env "
+        "parameter, so it may touch every environment)"
+    ) in message
     assert "seen: dev is marked `protected: true` in the platform manifest" in message
 
 
@@ -106,8 +115,10 @@ def test_triton_container_is_explicit_labelled_bind_mounted_and_local(plan, tmp_
     container, endpoints = plan.triton("dev", repository)
     assert container.image == dk.TRITON_IMAGE == "triton-gate/tritonserver:2.51.0-cpu"
     assert container._name == "triton-gate-run42-gw0-triton-dev"
-    assert container._kwargs == {"labels": {"io.triton-gate.run-id": "run42-gw0", "io.triton-gate.role": "triton",
-                                            "io.triton-gate.env": "dev"}, "network_mode": "host"}
+    assert container._kwargs == {
+        "labels": {"io.triton-gate.run-id": "run42-gw0", "io.triton-gate.role": "triton", "io.triton-gate.env": "dev"},
+        "network_mode": "host",
+    }
     assert container.volumes == {str(repository.resolve()): {"bind": "/models", "mode": "rw,rslave"}}
     assert container.ports == {}  # published ports need a bridge: host networking instead
     script = container._command[2]
@@ -138,8 +149,9 @@ def test_mlflow_prometheus_alertmanager_containers(plan, tmp_path, monkeypatch):
     assert mlflow._wait_strategy.url == f"{uri}/health" and mlflow._kwargs["network_mode"] == "host"
     args = ["--config.file=/w/prod/prometheus.yml", "--web.listen-address=127.0.0.1:19090"]
     prometheus = plan.monitoring("prometheus", "prod", args, tmp_path, "http://127.0.0.1:19090/-/ready")
-    alertmanager = plan.monitoring("alertmanager", "prod", ["--cluster.listen-address="], tmp_path,
-                                   "http://127.0.0.1:19093/-/ready")
+    alertmanager = plan.monitoring(
+        "alertmanager", "prod", ["--cluster.listen-address="], tmp_path, "http://127.0.0.1:19093/-/ready"
+    )
     for server, role in ((prometheus, "prometheus"), (alertmanager, "alertmanager")):
         container = server.container
         assert container.image == getattr(plan.images, role)
@@ -252,13 +264,22 @@ def test_no_engine_gives_the_exact_skip_reason():
 def _pod(name="triton-0", phase="Running", ready="True", containers=(("triton", True, None),)) -> V1Pod:
     statuses = []
     for cname, cready, waiting in containers:
-        state = V1ContainerState(waiting=V1ContainerStateWaiting(reason=waiting)) if waiting else \
-            V1ContainerState(running=V1ContainerStateRunning())
-        statuses.append(V1ContainerStatus(name=cname, ready=cready, restart_count=3 if waiting else 0, image="i",
-                                          image_id="", state=state))
-    return V1Pod(metadata=V1ObjectMeta(name=name, namespace="triton-dev"),
-                 status=V1PodStatus(phase=phase, conditions=[V1PodCondition(type="Ready", status=ready)],
-                                    container_statuses=statuses))
+        state = (
+            V1ContainerState(waiting=V1ContainerStateWaiting(reason=waiting))
+            if waiting
+            else V1ContainerState(running=V1ContainerStateRunning())
+        )
+        statuses.append(
+            V1ContainerStatus(
+                name=cname, ready=cready, restart_count=3 if waiting else 0, image="i", image_id="", state=state
+            )
+        )
+    return V1Pod(
+        metadata=V1ObjectMeta(name=name, namespace="triton-dev"),
+        status=V1PodStatus(
+            phase=phase, conditions=[V1PodCondition(type="Ready", status=ready)], container_statuses=statuses
+        ),
+    )
 
 
 def test_a_running_ready_pod_has_no_problem():
@@ -270,13 +291,16 @@ def test_a_pod_with_a_not_ready_container_is_reported():
     pod = _pod(ready="False", containers=(("triton", True, None), ("sidecar", False, "CrashLoopBackOff")))
     assert k8s.pod_problems(pod) == [
         "pod triton-0: condition Ready=False, expected True",
-        "pod triton-0: container sidecar not ready (waiting: CrashLoopBackOff, 3 restarts)"]
+        "pod triton-0: container sidecar not ready (waiting: CrashLoopBackOff, 3 restarts)",
+    ]
 
 
 def test_pending_pods_and_no_pods_are_reported():
     assert k8s.pod_problems(_pod(phase="Pending", ready="False", containers=())) == [
-        "pod triton-0: phase Pending, expected Running", "pod triton-0: condition Ready=False, expected True",
-        "pod triton-0: no container statuses"]
+        "pod triton-0: phase Pending, expected Running",
+        "pod triton-0: condition Ready=False, expected True",
+        "pod triton-0: no container statuses",
+    ]
     problems = k8s.triton_pod_problems([], "triton-prod", "app=triton")
     assert problems[0].startswith("no pod in namespace triton-prod matches 'app=triton'")
 
@@ -301,8 +325,10 @@ def test_in_cluster_config_is_used_in_a_pod(monkeypatch):
 
 
 def test_no_cluster_gives_the_exact_skip_reason(tmp_path):
-    assert k8s.cluster_problem(str(tmp_path / "absent"), environ={}) == \
-        "--target k8s: no cluster: Invalid kube-config file. No configuration found."
+    assert (
+        k8s.cluster_problem(str(tmp_path / "absent"), environ={})
+        == "--target k8s: no cluster: Invalid kube-config file. No configuration found."
+    )
     closed = k8s.cluster_problem(str(_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9")), environ={}, timeout=2)
     assert closed.startswith("--target k8s: no cluster: ") and "127.0.0.1" in closed
 
@@ -312,10 +338,12 @@ def _cluster_platform(tmp_path: Path, extra: str = "") -> Path:
     manifest = copy_reference(tmp_path) / "platform.yaml"
     raw = yaml.safe_load(manifest.read_text())
     for env, spec in raw["environments"].items():
-        spec["cluster"] = {"triton_url": f"http://triton.{spec['namespace']}.svc:8000",
-                           "prometheus_url": f"http://prometheus.monitoring-{env}.svc:9090",
-                           "alertmanager_url": f"http://alertmanager.monitoring-{env}.svc:9093",
-                           "model_repository": str(tmp_path / "pvc" / env)}
+        spec["cluster"] = {
+            "triton_url": f"http://triton.{spec['namespace']}.svc:8000",
+            "prometheus_url": f"http://prometheus.monitoring-{env}.svc:9090",
+            "alertmanager_url": f"http://alertmanager.monitoring-{env}.svc:9093",
+            "model_repository": str(tmp_path / "pvc" / env),
+        }
     manifest.write_text(yaml.safe_dump(raw) + extra)
     return manifest
 
@@ -357,8 +385,9 @@ def test_committed_on_cluster_reads_current_json_and_never_deploys(tmp_path):
     folder.mkdir(parents=True)
     with pytest.raises(k8s.NotCommitted, match="dev has no committed version: expected .*current.json"):
         target.committed_version(stack, "best_model", "dev")
-    (folder / "current.json").write_text('{"active_version": 7, "run_id": "r", "alias": "A", '
-                                         '"updated_at_utc": "20261126T120000"}')
+    (folder / "current.json").write_text(
+        '{"active_version": 7, "run_id": "r", "alias": "A", "updated_at_utc": "20261126T120000"}'
+    )
     assert target.committed_version(stack, "best_model", "dev") == 7
     assert not target.deploys and target.guarded
 
@@ -370,7 +399,8 @@ def test_prometheus_target_evaluation():
     foreign = {"labels": {"job": "triton", "namespace": "triton-prod"}, "health": "up"}
     assert k8s.target_problems([down, foreign], "triton-dev", ["triton-prod"]) == [
         "target u is down: connection refused",
-        "also scrapes the other environment: {'job': 'triton', 'namespace': 'triton-prod'}"]
+        "also scrapes the other environment: {'job': 'triton', 'namespace': 'triton-prod'}",
+    ]
     assert k8s.target_problems([], "triton-dev", [])[0].startswith("no job=triton target in namespace triton-dev")
 
 
@@ -445,8 +475,12 @@ def test_unknown_target_is_a_usage_error(pytester):
 def test_target_options_for_another_target_are_usage_errors(pytester):
     result = pytester.runpytest_subprocess("--triton-image", "25.01-py3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--triton-image applies to --target docker; seen --target local. "
-                                 "Add --target docker or drop --triton-image.*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*--triton-image applies to --target docker; seen --target local. "
+            "Add --target docker or drop --triton-image.*"
+        ]
+    )
 
 
 def test_local_target_runs_everything(scenarios):
@@ -463,33 +497,37 @@ def test_docker_without_engine_skips_stack_scenarios_with_the_exact_reason(scena
 
 
 def test_k8s_without_cluster_refuses_on_prod_and_skips_the_rest(scenarios, tmp_path):
-    result = scenarios.runpytest_subprocess("--target", "k8s", "--kubeconfig", str(tmp_path / "absent"),
-                                            "-rs", "--report-dir", "out")
+    result = scenarios.runpytest_subprocess(
+        "--target", "k8s", "--kubeconfig", str(tmp_path / "absent"), "-rs", "--report-dir", "out"
+    )
     result.assert_outcomes(passed=1, skipped=5)
     no_cluster = "--target k8s: no cluster: Invalid kube-config file. No configuration found."
     reasons = _reasons(result)
-    assert REFUSED_PROD_CHAOS in reasons                       # chaos[prod]
-    assert reasons.count(no_cluster) == 3                       # chaos[dev], smoke[dev], smoke[prod]
+    assert REFUSED_PROD_CHAOS in reasons  # chaos[prod]
+    assert reasons.count(no_cluster) == 3  # chaos[dev], smoke[dev], smoke[prod]
     everywhere = [r for r in reasons if "(marked deploy)" in r]
     assert everywhere and "(the scenario has no env parameter, so it may touch every environment)" in everywhere[0]
 
 
 def test_allow_destructive_lifts_the_refusal(scenarios, tmp_path):
-    result = scenarios.runpytest_subprocess("--target", "k8s", "--kubeconfig", str(tmp_path / "absent"),
-                                            "--allow-destructive", "-rs", "--report-dir", "out")
+    result = scenarios.runpytest_subprocess(
+        "--target", "k8s", "--kubeconfig", str(tmp_path / "absent"), "--allow-destructive", "-rs", "--report-dir", "out"
+    )
     result.assert_outcomes(passed=1, skipped=5)
     assert all(r.startswith("--target k8s: no cluster:") for r in _reasons(result)), _reasons(result)
 
 
 def test_k8s_smoke_selection_has_nothing_to_refuse(scenarios, tmp_path):
-    result = scenarios.runpytest_subprocess("--target", "k8s", "--kubeconfig", str(tmp_path / "absent"),
-                                            "-m", "smoke", "-rs", "--report-dir", "out")
+    result = scenarios.runpytest_subprocess(
+        "--target", "k8s", "--kubeconfig", str(tmp_path / "absent"), "-m", "smoke", "-rs", "--report-dir", "out"
+    )
     result.assert_outcomes(skipped=2)
     assert not any("refused" in r for r in _reasons(result))
 
 
 def test_gate_workdir_is_per_xdist_worker(pytester):
-    pytester.makepyfile(test_w="""
+    pytester.makepyfile(
+        test_w="""
         import os
         import pytest
 
@@ -498,7 +536,8 @@ def test_gate_workdir_is_per_xdist_worker(pytester):
             worker = os.environ.get("PYTEST_XDIST_WORKER")
             assert gate_workdir.name == worker
             (gate_workdir / f"{i}.txt").write_text(worker)
-        """)
+        """
+    )
     workdir = pytester.path / "work"
     result = pytester.runpytest_subprocess("-n", "2", "--gate-workdir", str(workdir), "--report-dir", "out")
     result.assert_outcomes(passed=6)
@@ -526,8 +565,9 @@ def running_platform(tmp_path_factory):
     try:
         stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
         for name, environment in stack.environments.items():
-            result = Deployer(stack.registry(), environment,
-                              reference.model.name, golden).deploy(alias=reference.model.alias)
+            result = Deployer(stack.registry(), environment, reference.model.name, golden).deploy(
+                alias=reference.model.alias
+            )
             assert result.ok, result.describe()
         yield stack
     finally:
@@ -543,14 +583,33 @@ def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_p
     for name, spec in raw["environments"].items():
         environment = running_platform.environments[name]
         endpoints = environment.server.endpoints
-        spec["cluster"] = {"triton_url": endpoints.http, "triton_grpc": endpoints.grpc,
-                           "triton_metrics_url": endpoints.metrics, "model_repository": str(environment.repository),
-                           "pod_selector": "app.kubernetes.io/name=triton"}
+        spec["cluster"] = {
+            "triton_url": endpoints.http,
+            "triton_grpc": endpoints.grpc,
+            "triton_metrics_url": endpoints.metrics,
+            "model_repository": str(environment.repository),
+            "pod_selector": "app.kubernetes.io/name=triton",
+        }
     manifest.write_text(yaml.safe_dump(raw))
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig", api.url)
     before = {n: snapshot(e.repository, e.triton) for n, e in running_platform.environments.items()}
-    argv = ["--pyargs", "scenarios", "-m", "smoke", "--target", "k8s", "--kubeconfig", str(kubeconfig),
-            "--platform", str(manifest), "-rs", "--report-dir", "out", "-p", "no:randomly"]
+    argv = [
+        "--pyargs",
+        "scenarios",
+        "-m",
+        "smoke",
+        "--target",
+        "k8s",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--platform",
+        str(manifest),
+        "-rs",
+        "--report-dir",
+        "out",
+        "-p",
+        "no:randomly",
+    ]
 
     result = pytester.runpytest_subprocess(*argv, timeout=300)
     outcomes = result.parseoutcomes()
@@ -563,8 +622,12 @@ def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_p
     api.ready["triton-prod"] = False  # and the check can fail: a pod whose container is not ready
     result = pytester.runpytest_subprocess(*argv, "-k", "pods_running", timeout=300)
     result.assert_outcomes(passed=1, failed=1, skipped=0)
-    result.stdout.fnmatch_lines(["*test_triton_pods_running_and_ready?prod?*",
-                                 "*pod triton-7d9f-x2: container triton not ready (waiting: ContainerCreating, 0 restarts)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_triton_pods_running_and_ready?prod?*",
+            "*pod triton-7d9f-x2: container triton not ready (waiting: ContainerCreating, 0 restarts)*",
+        ]
+    )
 
 
 # -- a new target: one module and one line in suite.targets.TARGETS -------------------------------
@@ -598,20 +661,34 @@ class WorkdirTarget:
         raise NotImplementedError
 '''
 
-REGISTER = '''
+REGISTER = """
 from suite.targets import TARGETS
 
 TARGETS["workdir"] = "new_target:WorkdirTarget"  # the one registry line
-'''
+"""
 
 
 def test_a_new_target_is_one_module_and_one_registry_line(pytester):
     """Nothing else of the gate names a target: the smoke subset runs on real servers it started."""
     pytester.makepyfile(new_target=NEW_TARGET, register_new_target=REGISTER)
     # -p: the registry line must run before the command line is parsed, as an edit of TARGETS would.
-    result = pytester.runpytest_subprocess("-p", "register_new_target", "--pyargs", "scenarios", "-m", "smoke",
-                                           "--target", "workdir",
-                                           "--gate-workdir", "work", "-p", "no:randomly", timeout=600)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "register_new_target",
+        "--pyargs",
+        "scenarios",
+        "-m",
+        "smoke",
+        "--target",
+        "workdir",
+        "--gate-workdir",
+        "work",
+        "-p",
+        "no:randomly",
+        timeout=600,
+    )
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) >= 10 and "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
+    assert outcomes.get("passed", 0) >= 10 and "failed" not in outcomes and "errors" not in outcomes, (
+        result.stdout.str()
+    )
     assert (pytester.path / "work" / "main" / "started-by-the-new-target").read_text() == "yes"

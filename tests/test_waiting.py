@@ -1,4 +1,5 @@
 """The one wait helper, the one atomic write and the one run id."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,11 @@ def test_wait_timeout_says_what_for_how_long_and_what_was_seen():
     timeout = raised.value
     assert isinstance(timeout, GateError)
     assert timeout.checks >= 2 and timeout.last_value == timeout.checks - 1  # checked once more at the end
-    assert re.match(r"gave up waiting for the answer after 0\.\d s \(timeout 0\.3 s, \d+ checks\); "
-                    r"last value seen: \d+$", str(timeout)), str(timeout)
+    assert re.match(
+        r"gave up waiting for the answer after 0\.\d s \(timeout 0\.3 s, \d+ checks\); "
+        r"last value seen: \d+$",
+        str(timeout),
+    ), str(timeout)
 
 
 def test_transient_exceptions_mean_not_yet_and_are_reported():
@@ -42,6 +46,7 @@ def test_transient_exceptions_mean_not_yet_and_are_reported():
         return "up"
 
     assert wait_for(flaky, timeout_s=5, interval_s=0.01, awaiting="x", transient=(ConnectionError,)) == "up"
+
     def refused():
         raise ConnectionError("refused")
 

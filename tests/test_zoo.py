@@ -6,6 +6,7 @@ violated invariants and checks) must be the one its table names, for the broken 
 miss) and the correct ones (no false alarm). Some scenarios are also run alone: a scenario's
 verdict does not depend on what ran before it.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -17,15 +18,22 @@ BY_NAME = {d.name: d for d in ZOO}
 JOBS = 2  # two gate runs at a time: on 2 cores one run's waits overlap the other's work
 # Scenarios run alone, each in its own gate session, for the deployers whose failures (a bad
 # version committed, leftovers) would once have cascaded into the scenarios after them.
-ALONE = [("seed-dag", FAULT.format("registry-version-missing")), ("seed-dag", ISOLATION.format("prod-dev")),
-         ("seed-dag", FAULT.format("wrong-answers")), ("quarantine-outside", OLDER)]
+ALONE = [
+    ("seed-dag", FAULT.format("registry-version-missing")),
+    ("seed-dag", ISOLATION.format("prod-dev")),
+    ("seed-dag", FAULT.format("wrong-answers")),
+    ("quarantine-outside", OLDER),
+]
 
 
 @pytest.fixture(scope="session")
 def zoo_runs(request, tmp_path_factory):
     """Every selected deployer's gate run, started together (JOBS at a time) when first needed."""
-    wanted = {item.callspec.params["name"] for item in request.session.items
-              if getattr(item, "originalname", "") == "test_zoo_deployer_gets_exactly_its_expected_verdicts"}
+    wanted = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_zoo_deployer_gets_exactly_its_expected_verdicts"
+    }
     return run_zoo([d for d in ZOO if d.name in wanted], tmp_path_factory.mktemp("zoo"), JOBS)
 
 
@@ -36,9 +44,10 @@ def test_zoo_deployer_gets_exactly_its_expected_verdicts(name, zoo_runs):
     mismatches = run.mismatches()
     assert not mismatches, (
         f"{name} ({'correct' if run.deployer.correct else '; '.join(run.deployer.defects)}): the gate's verdicts "
-        f"differ from the expected ones:\n" + "\n".join(f"  {node}: expected {want!r}, the gate said {seen!r}"
-                                                        for node, (want, seen) in mismatches.items())
-        + f"\n{run.gate.output[-6000:]}")
+        f"differ from the expected ones:\n"
+        + "\n".join(f"  {node}: expected {want!r}, the gate said {seen!r}" for node, (want, seen) in mismatches.items())
+        + f"\n{run.gate.output[-6000:]}"
+    )
     missing = [node for node in run.deployer.verdicts if node not in run.verdicts]
     assert not missing, f"{name}: scenarios of the expected table did not run: {missing}"
 
@@ -49,4 +58,5 @@ def test_scenario_gives_the_same_verdict_alone_as_in_the_session(name, scenario,
     run = run_deployer(deployer, tmp_path, Selection(nodes=(scenario,)))
     assert run.verdicts.get(scenario) == deployer.expected(scenario), (
         f"{scenario} with {name}, alone: {run.verdicts.get(scenario)!r}; in the full session (the zoo table): "
-        f"{deployer.expected(scenario)!r}\n{run.gate.output[-4000:]}")
+        f"{deployer.expected(scenario)!r}\n{run.gate.output[-4000:]}"
+    )

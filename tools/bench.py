@@ -4,6 +4,7 @@ same run, without the suite around them).
 
     python -m tools.bench --runs 3 --smoke-runs 5 --stage-repeats 7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,31 @@ TARGETS = {"gate_wall_s": 60.0, "smoke_checks_s": 3.0, "stage_ratio": 1.2}
 def run_gate(args: List[str], report_dir: Path) -> Dict:
     """One pytest session in a fresh process; its wall time and its summary.json."""
     begin = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider",
-                                "--report-dir", str(report_dir), "--report-format", "json"],
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *args,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--report-dir",
+            str(report_dir),
+            "--report-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - begin
     summary_path = report_dir / "latest" / "summary.json"
     if not summary_path.exists():
-        raise RuntimeError(f"pytest {' '.join(args)} wrote no summary (exit {completed.returncode}):\n"
-                           + completed.stdout[-3000:] + completed.stderr[-3000:])
+        raise RuntimeError(
+            f"pytest {' '.join(args)} wrote no summary (exit {completed.returncode}):\n"
+            + completed.stdout[-3000:]
+            + completed.stderr[-3000:]
+        )
     return {"wall_s": wall, "exit": completed.returncode, "summary": json.loads(summary_path.read_text())}
 
 
@@ -61,8 +79,8 @@ class FloorPath:
         self.mlflow = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
         self.triton = httpclient.InferenceServerClient(triton_url.split("://", 1)[-1], network_timeout=120)
         self.repository = repository
-        self.registered = registered     # the registry name the suite deploys too
-        self.model = "floor_model"       # served under its own name, beside the suite's model
+        self.registered = registered  # the registry name the suite deploys too
+        self.model = "floor_model"  # served under its own name, beside the suite's model
         self.golden = golden
 
     def _infer(self, model: str, version: int) -> None:
@@ -75,8 +93,12 @@ class FloorPath:
             tensor = httpclient.InferInput(name, list(array.shape), triton_datatype(array))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        self.triton.infer(model, inputs, model_version=str(version),
-                          outputs=[httpclient.InferRequestedOutput(n) for n in self.golden.expected])
+        self.triton.infer(
+            model,
+            inputs,
+            model_version=str(version),
+            outputs=[httpclient.InferRequestedOutput(n) for n in self.golden.expected],
+        )
 
     def cycle(self, version: int) -> Dict[str, float]:
         import mlflow.artifacts
@@ -96,9 +118,14 @@ class FloorPath:
         scratch = Path(tempfile.mkdtemp(dir=self.repository))
 
         def materialize() -> None:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.registered}/{version}", dst_path=str(scratch),
-                tracking_uri=self.mlflow_uri, registry_uri=self.mlflow_uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.registered}/{version}",
+                    dst_path=str(scratch),
+                    tracking_uri=self.mlflow_uri,
+                    registry_uri=self.mlflow_uri,
+                )
+            )
             (folder / str(version)).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local / "model.onnx", folder / str(version) / "model.onnx")
 
@@ -109,8 +136,14 @@ class FloorPath:
         live = model_config.pinned(config, version)
         candidate_config = model_config.pinned(config, version)
         candidate_config.name = candidate
-        timed("load", lambda: self.triton.load_model(candidate, config=model_config.to_json(candidate_config),
-                                                     files={f"file:{version}/model.onnx": onnx_bytes}))
+        timed(
+            "load",
+            lambda: self.triton.load_model(
+                candidate,
+                config=model_config.to_json(candidate_config),
+                files={f"file:{version}/model.onnx": onnx_bytes},
+            ),
+        )
         timed("ready", lambda: self.triton.is_model_ready(candidate, str(version)))
         timed("smoke", lambda: self._infer(candidate, version))
 
@@ -118,14 +151,17 @@ class FloorPath:
             self.triton.load_model(self.model, config=model_config.to_json(live))
             while True:  # the same settle condition the suite waits for: nothing loading or unloading
                 index = [e for e in self.triton.get_model_repository_index() if e.get("name") == self.model]
-                if not any(e.get("state") in ("LOADING", "UNLOADING") for e in index) \
-                        and self.triton.is_model_ready(self.model, str(version)):
+                if not any(e.get("state") in ("LOADING", "UNLOADING") for e in index) and self.triton.is_model_ready(
+                    self.model, str(version)
+                ):
                     break
                 time.sleep(0.05)
             self._infer(self.model, version)
             self.triton.unload_model(candidate)
-            for name, text in (("config.pbtxt", model_config.render(live)),
-                               ("current.json", json.dumps({"active_version": version}))):
+            for name, text in (
+                ("config.pbtxt", model_config.render(live)),
+                ("current.json", json.dumps({"active_version": version})),
+            ):
                 (folder / f".{name}.tmp").write_text(text)
                 os.replace(folder / f".{name}.tmp", folder / name)
 
@@ -144,14 +180,15 @@ def measure_stages(workdir: Path, repeats: int) -> Dict[str, Dict[str, List[floa
     platform = load_platform(default_platform_path())
     golden = load_golden(platform.golden_path())
     model = platform.model.name
-    measured: Dict[str, Dict[str, List[float]]] = {"suite": {s: [] for s in STAGES},
-                                                   "floor": {s: [] for s in STAGES}}
+    measured: Dict[str, Dict[str, List[float]]] = {"suite": {s: [] for s in STAGES}, "floor": {s: [] for s in STAGES}}
     with LocalStack(workdir, ["bench"]) as stack:
         measured["stack_start_s"] = stack.timings["stack"]  # type: ignore[assignment]
         env = stack.environments["bench"]
         registry = stack.registry()
-        versions = [registry.register_onnx(model, reference_model.build_onnx(variant)).version
-                    for variant in ("v1", "retrained")]
+        versions = [
+            registry.register_onnx(model, reference_model.build_onnx(variant)).version
+            for variant in ("v1", "retrained")
+        ]
         floor = FloorPath(stack.mlflow.uri, env.triton.http_url, env.repository, model, golden)
         deployer = Deployer(registry, env, model, golden)
         for round_ in range(repeats + 1):  # round 0 warms both paths up and is not counted
@@ -191,17 +228,22 @@ def table(results: Dict) -> str:
     def verdict(value: Optional[float], target: float) -> str:
         return "–" if value is None else ("met" if value <= target else "MISSED")
 
-    lines = [f"Bench of {results['date']} ({results['machine']}): {len(gate)} gate run(s), {len(smoke)} smoke "
-             f"run(s), {results['stage_repeats']} deploys per path for the stages.", "",
-             "| measure | median | target | |", "|---|---|---|---|",
-             f"| full gate, wall (`pytest scenarios`) | {fmt(gate_wall)} | ≤ 60 s | {verdict(gate_wall, 60)} |",
-             f"| smoke subset, wall (`pytest scenarios -m smoke`, embedded stack started and first deploys included) "
-             f"| {fmt(smoke_wall)} | | |",
-             f"| smoke checks against the running platform (call phases) | {fmt(smoke_checks)} | ≤ 3 s | "
-             f"{verdict(smoke_checks, 3)} |",
-             f"| stack start-up (MLflow and Tritons in parallel) | {fmt(stack_start)} | | |",
-             "", "| deploy stage | in the gate runs | suite, bench | floor, bench | suite / floor | ≤ 1.2× |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Bench of {results['date']} ({results['machine']}): {len(gate)} gate run(s), {len(smoke)} smoke "
+        f"run(s), {results['stage_repeats']} deploys per path for the stages.",
+        "",
+        "| measure | median | target | |",
+        "|---|---|---|---|",
+        f"| full gate, wall (`pytest scenarios`) | {fmt(gate_wall)} | ≤ 60 s | {verdict(gate_wall, 60)} |",
+        f"| smoke subset, wall (`pytest scenarios -m smoke`, embedded stack started and first deploys included) "
+        f"| {fmt(smoke_wall)} | | |",
+        f"| smoke checks against the running platform (call phases) | {fmt(smoke_checks)} | ≤ 3 s | "
+        f"{verdict(smoke_checks, 3)} |",
+        f"| stack start-up (MLflow and Tritons in parallel) | {fmt(stack_start)} | | |",
+        "",
+        "| deploy stage | in the gate runs | suite, bench | floor, bench | suite / floor | ≤ 1.2× |",
+        "|---|---|---|---|---|---|",
+    ]
     gate_stats: Dict[str, List[float]] = {}
     for run in gate:
         for name, stat in run["summary"]["stage_statistics"].items():
@@ -211,10 +253,17 @@ def table(results: Dict) -> str:
         ratio = suite_m / floor_m if suite_m is not None and floor_m else None
         # Sub-millisecond stages are dominated by timer noise; judge them by the absolute gap.
         ok = ratio is not None and (ratio <= TARGETS["stage_ratio"] or (suite_m - floor_m) < 0.002)
-        lines.append(f"| {stage} | {fmt(median(gate_stats.get(stage, [])))} | {fmt(suite_m)} | {fmt(floor_m)} | "
-                     f"{'–' if ratio is None else f'{ratio:.2f}×'} | {'met' if ok else 'MISSED'} |")
-    lines += ["", "Where the gate's time goes (median over the gate runs; setup includes stack start-up):", "",
-              "| scenario module | scenarios | seconds | share |", "|---|---|---|---|"]
+        lines.append(
+            f"| {stage} | {fmt(median(gate_stats.get(stage, [])))} | {fmt(suite_m)} | {fmt(floor_m)} | "
+            f"{'–' if ratio is None else f'{ratio:.2f}×'} | {'met' if ok else 'MISSED'} |"
+        )
+    lines += [
+        "",
+        "Where the gate's time goes (median over the gate runs; setup includes stack start-up):",
+        "",
+        "| scenario module | scenarios | seconds | share |",
+        "|---|---|---|---|",
+    ]
     for module, count, seconds, share in time_by_module([r["summary"] for r in gate]):
         lines.append(f"| `{module}` | {count} | {seconds:.1f} | {share:.0%} |")
     return "\n".join(lines)
@@ -238,8 +287,12 @@ def time_by_module(summaries: List[Dict]) -> List[tuple]:
 
 def _keep_wall_times(out: Path, results: Dict) -> None:
     """Runs take minutes: what was measured so far is on disk before the next one starts."""
-    (out / "runs.json").write_text(json.dumps({kind: [{"wall_s": r["wall_s"], "exit": r["exit"]} for r in results[kind]]
-                                               for kind in ("smoke", "gate")}, indent=2))
+    (out / "runs.json").write_text(
+        json.dumps(
+            {kind: [{"wall_s": r["wall_s"], "exit": r["exit"]} for r in results[kind]] for kind in ("smoke", "gate")},
+            indent=2,
+        )
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -252,8 +305,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = parser.parse_args(argv)
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results: Dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                     "machine": f"{os.cpu_count()} cores", "stage_repeats": options.stage_repeats}
+    results: Dict = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores",
+        "stage_repeats": options.stage_repeats,
+    }
     print(f"stages: {options.stage_repeats} deploys through the suite and through the floor ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as scratch:
         results["stages"] = measure_stages(Path(scratch), options.stage_repeats)
@@ -269,11 +325,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         _keep_wall_times(out, results)
     text = table(results)
     (out / "bench.md").write_text(text + "\n")
-    (out / "bench.json").write_text(json.dumps(
-        {k: v for k, v in results.items() if k not in ("gate", "smoke")}
-        | {"gate": [{"wall_s": r["wall_s"], "exit": r["exit"], "verdict": r["summary"]["verdict"]} for r in results["gate"]],
-           "smoke": [{"wall_s": r["wall_s"], "exit": r["exit"], "smoke_checks_s": smoke_check_seconds(r["summary"])}
-                     for r in results["smoke"]]}, indent=2, default=str))
+    (out / "bench.json").write_text(
+        json.dumps(
+            {k: v for k, v in results.items() if k not in ("gate", "smoke")}
+            | {
+                "gate": [
+                    {"wall_s": r["wall_s"], "exit": r["exit"], "verdict": r["summary"]["verdict"]}
+                    for r in results["gate"]
+                ],
+                "smoke": [
+                    {"wall_s": r["wall_s"], "exit": r["exit"], "smoke_checks_s": smoke_check_seconds(r["summary"])}
+                    for r in results["smoke"]
+                ],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(text)
     failed = [r for r in results["gate"] + results["smoke"] if r["exit"] != 0]
     if failed:

@@ -6,6 +6,7 @@ A developer tool of the checkout (not in the wheel): the catalogue lives in test
 gate runs from the checkout, so pyproject's pytest settings apply as in `make gate`.
 Exit status: 0 every defect caught and the reference passes, 1 otherwise, 2 bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,8 +107,11 @@ class DefectResult:
     def reference_ok(self) -> bool:
         """The reference passed the expected scenarios and every other one the defect's run ran."""
         ran = set(self.run.outcomes) | set(self.defect.expected)
-        return self.reference.clean and all(self.reference.outcomes.get(n) == "passed" for n in self.defect.expected) \
+        return (
+            self.reference.clean
+            and all(self.reference.outcomes.get(n) == "passed" for n in self.defect.expected)
             and all(self.reference.outcomes.get(n) in ("passed", "skipped") for n in ran)
+        )
 
 
 def copy_platform(source: Path, destination: Path) -> Path:
@@ -120,14 +124,26 @@ def run_gate(platform: Path, selection: Selection, workdir: Path, timeout: float
     """Run the gate as a user does, in a subprocess, and read its JUnit report."""
     workdir.mkdir(parents=True, exist_ok=True)
     junit = workdir / "junit.xml"
-    argv = [sys.executable, "-m", "pytest", *selection.args(), "--platform", str(platform),
-            "--junitxml", str(junit), "--report-dir", str(workdir / "reports"),
-            "--basetemp", str(workdir / "tmp"), "-q", "-rfE"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *selection.args(),
+        "--platform",
+        str(platform),
+        "--junitxml",
+        str(junit),
+        "--report-dir",
+        str(workdir / "reports"),
+        "--basetemp",
+        str(workdir / "tmp"),
+        "-q",
+        "-rfE",
+    ]
     begin = time.perf_counter()
     try:
         # cwd = the checkout, so pyproject's pytest settings (strict markers) apply as in `make gate`
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         returncode, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         # pytest is SIGKILLed; the gate's watchdog then stops the servers it started
@@ -205,8 +221,9 @@ class DefectRunner:
                 defect = self.catalogue[defect_id]
                 manifest = copy_platform(self.source, self.workdir / defect.id / "platform")
                 defect.mutate(manifest.parent)
-                self._runs[defect_id] = self.pool.submit(run_gate, manifest, defect.selection,
-                                                         self.workdir / defect.id / "run")
+                self._runs[defect_id] = self.pool.submit(
+                    run_gate, manifest, defect.selection, self.workdir / defect.id / "run"
+                )
             return self._runs[defect_id]
 
     def start(self, defect_ids: Iterable[str]) -> "DefectRunner":
@@ -238,8 +255,10 @@ def table(results: Sequence[DefectResult]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     for r in results:
         if not r.caught:
-            lines.append(f"missed {r.defect.id}: {r.reason}" + (f" [known gap: {r.defect.known_gap}]"
-                                                                 if r.defect.known_gap else ""))
+            lines.append(
+                f"missed {r.defect.id}: {r.reason}"
+                + (f" [known gap: {r.defect.known_gap}]" if r.defect.known_gap else "")
+            )
     references = {id(r.reference): r.reference for r in results}.values()
     for ref in references:
         verdict = "passes" if ref.clean else f"FAILS ({ref.summary()})"
@@ -268,8 +287,7 @@ def run(catalogue_module: str, only: Sequence[str], jobs: int, workdir: Optional
     catalogue = load_catalogue(catalogue_module)
     unknown = [d for d in only if d not in {c.id for c in catalogue}]
     if unknown:
-        print(f"unknown defect ids {unknown}; the catalogue has: {', '.join(c.id for c in catalogue)}",
-              file=sys.stderr)
+        print(f"unknown defect ids {unknown}; the catalogue has: {', '.join(c.id for c in catalogue)}", file=sys.stderr)
         return 2
     chosen = [d for d in catalogue if not only or d.id in only]
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="gate-defects-"))
@@ -282,8 +300,7 @@ def run(catalogue_module: str, only: Sequence[str], jobs: int, workdir: Optional
         for defect in chosen:
             result = runner.result(defect.id)
             results.append(result)
-            print(f"{defect.id}: {'caught' if result.caught else 'MISSED'} ({result.run.duration_s:.1f} s)",
-                  flush=True)
+            print(f"{defect.id}: {'caught' if result.caught else 'MISSED'} ({result.run.duration_s:.1f} s)", flush=True)
     finally:
         runner.close()
     print()
@@ -294,8 +311,9 @@ def run(catalogue_module: str, only: Sequence[str], jobs: int, workdir: Optional
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.defects",
-                                     description="run the gate against each seeded defect; print the score")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.defects", description="run the gate against each seeded defect; print the score"
+    )
     parser.add_argument("--catalogue", default="tests.defects", help="module with CATALOGUE (default: tests.defects)")
     parser.add_argument("--only", nargs="*", default=[], metavar="ID", help="run only these defect ids")
     parser.add_argument("--jobs", type=int, default=2, help="gate runs at a time (default 2)")

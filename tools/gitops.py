@@ -1,4 +1,5 @@
 """The GitOps reference (deploy/gitops) and the gate image's Dockerfile: render, validate, cross-check."""
+
 from __future__ import annotations
 
 import base64
@@ -63,17 +64,20 @@ def expectations(platform: Platform) -> Dict[str, EnvExpectation]:
 
 # -- rendering ---------------------------------------------------------------------------------
 
+
 def render(folder: Path, kubectl: Optional[str] = None, timeout: float = 60.0) -> List[Obj]:
     """Objects of `kubectl kustomize folder`, in order; what Argo CD applies for that path."""
     binary = kubectl or shutil.which("kubectl")
     if not binary:
-        raise GitOpsError("kubectl is not on PATH; the GitOps reference is rendered with "
-                          "`kubectl kustomize` (Helm is not used). Install kubectl >= 1.27.")
-    proc = subprocess.run([binary, "kustomize", str(folder)], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+        raise GitOpsError(
+            "kubectl is not on PATH; the GitOps reference is rendered with "
+            "`kubectl kustomize` (Helm is not used). Install kubectl >= 1.27."
+        )
+    proc = subprocess.run(
+        [binary, "kustomize", str(folder)], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
-        raise GitOpsError(f"`kubectl kustomize {folder}` failed (exit {proc.returncode}):\n"
-                          f"{proc.stderr.strip()}")
+        raise GitOpsError(f"`kubectl kustomize {folder}` failed (exit {proc.returncode}):\n{proc.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
@@ -94,12 +98,14 @@ def pinned_images(kustomization: Path) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for entry in doc.get("images") or []:
         name = entry.get("newName", entry["name"])
-        out[entry["name"]] = f"{name}@{entry['digest']}" if entry.get("digest") else \
-            f"{name}:{entry.get('newTag', 'latest')}"
+        out[entry["name"]] = (
+            f"{name}@{entry['digest']}" if entry.get("digest") else f"{name}:{entry.get('newTag', 'latest')}"
+        )
     return out
 
 
 # -- schema validation -------------------------------------------------------------------------
+
 
 def validate_schemas(objects: Iterable[Obj], version: str = KUBERNETES_VERSION) -> List[str]:
     """Problems of every object against the Kubernetes schemas (strict: unknown fields too).
@@ -122,8 +128,10 @@ def validate_schemas(objects: Iterable[Obj], version: str = KUBERNETES_VERSION) 
             path = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
             problems.append(f"{ref(obj)}: schema {version}: {path}: {exc.message}")
         except kubernetes_validate.SchemaNotFoundError:
-            problems.append(f"{ref(obj)}: no Kubernetes {version} schema for {obj.get('apiVersion')} "
-                            f"{obj.get('kind')} and no structural check in tools/gitops.py")
+            problems.append(
+                f"{ref(obj)}: no Kubernetes {version} schema for {obj.get('apiVersion')} "
+                f"{obj.get('kind')} and no structural check in tools/gitops.py"
+            )
     return problems
 
 
@@ -199,19 +207,23 @@ def promtool_check_rules(rule: Obj, promtool: Optional[str] = None) -> List[str]
     """`promtool check rules` on a PrometheusRule's spec, as Prometheus will load it."""
     binary = promtool or shutil.which("promtool")
     if not binary:
-        raise GitOpsError("promtool is not on PATH; install the Debian package `prometheus` "
-                          "(`make test` does) to check the rendered PrometheusRule.")
+        raise GitOpsError(
+            "promtool is not on PATH; install the Debian package `prometheus` "
+            "(`make test` does) to check the rendered PrometheusRule."
+        )
     with tempfile.TemporaryDirectory(prefix="gate-rules-") as tmp:
         path = Path(tmp) / "rules.yaml"
         path.write_text(yaml.safe_dump(rule.get("spec") or {}))
-        proc = subprocess.run([binary, "check", "rules", str(path)], capture_output=True, text=True,
-                              timeout=60, check=False)
+        proc = subprocess.run(
+            [binary, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+        )
     if proc.returncode != 0:
         return [f"{ref(rule)}: promtool check rules failed:\n{(proc.stdout + proc.stderr).strip()}"]
     return []
 
 
 # -- cross-references of one environment's overlay ---------------------------------------------
+
 
 def _containers(obj: Obj) -> List[Obj]:
     return list(((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [])
@@ -258,18 +270,24 @@ def check_isolation(objects: Sequence[Obj], env: EnvExpectation, others: Sequenc
     for obj in objects:
         namespace = (obj.get("metadata") or {}).get("namespace")
         if namespace not in allowed:
-            problems.append(f"{ref(obj)}: namespace {namespace!r}, expected {env.namespace!r} "
-                            f"(or the monitoring namespace {env.release!r})")
+            problems.append(
+                f"{ref(obj)}: namespace {namespace!r}, expected {env.namespace!r} "
+                f"(or the monitoring namespace {env.release!r})"
+            )
         release = _labels(obj).get("release")
         if release != env.release:
-            problems.append(f"{ref(obj)}: label release={release!r}, expected {env.release!r}: the "
-                            f"{env.name} monitoring stack selects by it, another env's would scrape it")
+            problems.append(
+                f"{ref(obj)}: label release={release!r}, expected {env.release!r}: the "
+                f"{env.name} monitoring stack selects by it, another env's would scrape it"
+            )
         for other in others:
             for token in other.tokens():
                 hits = [s for s in _strings(_decoded(obj)) if _mentions(s, token)]
                 if hits:
-                    problems.append(f"{ref(obj)}: mentions {other.name}'s {token!r} in the {env.name} "
-                                    f"overlay (e.g. {hits[0][:80]!r})")
+                    problems.append(
+                        f"{ref(obj)}: mentions {other.name}'s {token!r} in the {env.name} "
+                        f"overlay (e.g. {hits[0][:80]!r})"
+                    )
     for kind in ("ServiceMonitor", "PrometheusRule"):
         if not of_kind(objects, kind):
             problems.append(f"no {kind} in the {env.name} overlay")
@@ -287,23 +305,32 @@ def check_service_monitors(objects: Sequence[Obj], env: EnvExpectation) -> List[
         spec = sm.get("spec") or {}
         names = ((spec.get("namespaceSelector") or {}).get("matchNames")) or []
         if (spec.get("namespaceSelector") or {}).get("any") or any(n != env.namespace for n in names):
-            problems.append(f"{ref(sm)}: namespaceSelector reaches beyond {env.namespace!r}: {spec['namespaceSelector']}")
+            problems.append(
+                f"{ref(sm)}: namespaceSelector reaches beyond {env.namespace!r}: {spec['namespaceSelector']}"
+            )
         if (spec.get("selector") or {}).get("matchExpressions"):
             problems.append(f"{ref(sm)}: matchExpressions are not cross-checked here; use matchLabels")
         wanted = dict((spec.get("selector") or {}).get("matchLabels") or {})
         ns = (sm.get("metadata") or {}).get("namespace")
-        services = [s for s in of_kind(objects, "Service")
-                    if (s.get("metadata") or {}).get("namespace") == ns and _selects(wanted, _labels(s))]
+        services = [
+            s
+            for s in of_kind(objects, "Service")
+            if (s.get("metadata") or {}).get("namespace") == ns and _selects(wanted, _labels(s))
+        ]
         if not services:
-            problems.append(f"{ref(sm)}: selects Service labels {wanted}, but no Service in {ns!r} has them "
-                            f"(Services: {[(ref(s), _labels(s)) for s in of_kind(objects, 'Service')]})")
+            problems.append(
+                f"{ref(sm)}: selects Service labels {wanted}, but no Service in {ns!r} has them "
+                f"(Services: {[(ref(s), _labels(s)) for s in of_kind(objects, 'Service')]})"
+            )
             continue
         for service in services:
             ports = {p.get("name") for p in (service.get("spec") or {}).get("ports") or []}
             for ep in spec.get("endpoints") or []:
                 if ep.get("port") and ep["port"] not in ports:
-                    problems.append(f"{ref(sm)}: endpoint port {ep['port']!r} is not a port of "
-                                    f"{ref(service)} (ports: {sorted(p for p in ports if p)})")
+                    problems.append(
+                        f"{ref(sm)}: endpoint port {ep['port']!r} is not a port of "
+                        f"{ref(service)} (ports: {sorted(p for p in ports if p)})"
+                    )
     return problems
 
 
@@ -328,8 +355,10 @@ def check_triton(objects: Sequence[Obj], model: str) -> List[str]:
             if _flag(args, "--model-control-mode") != "explicit":
                 problems.append(f"{ref(dep)}: tritonserver needs --model-control-mode=explicit, got {args}")
             if _flag(args, "--load-model") != model:
-                problems.append(f"{ref(dep)}: --load-model={_flag(args, '--load-model')!r}, expected {model!r} "
-                                f"(without it a restarted pod serves no model)")
+                problems.append(
+                    f"{ref(dep)}: --load-model={_flag(args, '--load-model')!r}, expected {model!r} "
+                    f"(without it a restarted pod serves no model)"
+                )
             repo = _flag(args, "--model-repository")
             mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
             if repo not in mounts:
@@ -343,17 +372,20 @@ def check_triton(objects: Sequence[Obj], model: str) -> List[str]:
                     problems.append(f"{ref(dep)}: container {c.get('name')} has no {probe}")
             ready = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
             if ready == SERVER_READY_PATH:
-                problems.append(f"{ref(dep)}: readinessProbe on {SERVER_READY_PATH}, which answers 400 "
-                                f"during every reload (Triton #7014) and drops the pod from its Service; "
-                                f"probe /v2/models/{model}/ready")
+                problems.append(
+                    f"{ref(dep)}: readinessProbe on {SERVER_READY_PATH}, which answers 400 "
+                    f"during every reload (Triton #7014) and drops the pod from its Service; "
+                    f"probe /v2/models/{model}/ready"
+                )
             elif ready and ready != f"/v2/models/{model}/ready":
                 problems.append(f"{ref(dep)}: readinessProbe on {ready!r}, expected /v2/models/{model}/ready")
             break
         else:
             problems.append(f"{ref(dep)}: no container runs tritonserver")
         pod_labels = dict(((dep.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {})
-        if not any(_selects((s.get("spec") or {}).get("selector") or {}, pod_labels)
-                   for s in of_kind(objects, "Service")):
+        if not any(
+            _selects((s.get("spec") or {}).get("selector") or {}, pod_labels) for s in of_kind(objects, "Service")
+        ):
             problems.append(f"{ref(dep)}: no Service selects its pods (labels {pod_labels})")
     return problems
 
@@ -369,11 +401,16 @@ def check_volumes(objects: Sequence[Obj]) -> List[str]:
     for workload in of_kind(objects, "Deployment") + of_kind(objects, "Job"):
         ns = (workload.get("metadata") or {}).get("namespace")
         for volume in _pod_spec(workload).get("volumes") or []:
-            for kind, key, name_key in (("PersistentVolumeClaim", "persistentVolumeClaim", "claimName"),
-                                        ("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName")):
+            for kind, key, name_key in (
+                ("PersistentVolumeClaim", "persistentVolumeClaim", "claimName"),
+                ("ConfigMap", "configMap", "name"),
+                ("Secret", "secret", "secretName"),
+            ):
                 if key in volume and (kind, ns, volume[key].get(name_key)) not in existing:
-                    problems.append(f"{ref(workload)}: volume {volume['name']!r} names {kind} "
-                                    f"{volume[key].get(name_key)!r}, which is not in {ns!r}")
+                    problems.append(
+                        f"{ref(workload)}: volume {volume['name']!r} names {kind} "
+                        f"{volume[key].get(name_key)!r}, which is not in {ns!r}"
+                    )
         mounted = {v.get("name") for v in _pod_spec(workload).get("volumes") or []}
         for c in _containers(workload):
             for m in c.get("volumeMounts") or []:
@@ -382,11 +419,19 @@ def check_volumes(objects: Sequence[Obj]) -> List[str]:
     return problems
 
 
-def check_hook(objects: Sequence[Obj], env: EnvExpectation, model: str, gate_image: str,
-               reference: Optional[EnvironmentSpec] = None) -> List[str]:
+def check_hook(
+    objects: Sequence[Obj],
+    env: EnvExpectation,
+    model: str,
+    gate_image: str,
+    reference: Optional[EnvironmentSpec] = None,
+) -> List[str]:
     """The PostSync smoke Job: hook annotations, fail-fast limits, image, command, mounts, manifest."""
-    jobs = [j for j in of_kind(objects, "Job")
-            if ((j.get("metadata") or {}).get("annotations") or {}).get("argocd.argoproj.io/hook")]
+    jobs = [
+        j
+        for j in of_kind(objects, "Job")
+        if ((j.get("metadata") or {}).get("annotations") or {}).get("argocd.argoproj.io/hook")
+    ]
     if len(jobs) != 1:
         return [f"expected exactly one Argo CD hook Job, found {[ref(j) for j in jobs]}"]
     job = jobs[0]
@@ -397,10 +442,14 @@ def check_hook(objects: Sequence[Obj], env: EnvExpectation, model: str, gate_ima
             problems.append(f"{ref(job)}: annotation {key}={annotations.get(key)!r}, expected {value!r}")
     spec = job.get("spec") or {}
     if spec.get("backoffLimit") != 0:
-        problems.append(f"{ref(job)}: backoffLimit={spec.get('backoffLimit')!r}, expected 0 "
-                        f"(a retried smoke can turn a failing platform green)")
+        problems.append(
+            f"{ref(job)}: backoffLimit={spec.get('backoffLimit')!r}, expected 0 "
+            f"(a retried smoke can turn a failing platform green)"
+        )
     if not isinstance(spec.get("activeDeadlineSeconds"), int) or spec["activeDeadlineSeconds"] <= 0:
-        problems.append(f"{ref(job)}: activeDeadlineSeconds must bound the run, got {spec.get('activeDeadlineSeconds')!r}")
+        problems.append(
+            f"{ref(job)}: activeDeadlineSeconds must bound the run, got {spec.get('activeDeadlineSeconds')!r}"
+        )
     pod = _pod_spec(job)
     if pod.get("restartPolicy") != "Never":
         problems.append(f"{ref(job)}: restartPolicy={pod.get('restartPolicy')!r}, expected 'Never'")
@@ -411,11 +460,12 @@ def check_hook(objects: Sequence[Obj], env: EnvExpectation, model: str, gate_ima
     if c.get("image") != gate_image:
         problems.append(f"{ref(job)}: image {c.get('image')!r}, expected the gate image {gate_image!r}")
     command = list(c.get("command") or [])
-    args = [str(a) for a in command[1:] + list(c.get("args") or [])] if command else \
-        [str(a) for a in c.get("args") or []]
+    args = (
+        [str(a) for a in command[1:] + list(c.get("args") or [])] if command else [str(a) for a in c.get("args") or []]
+    )
     if command and command[0] not in ("pytest",):
         problems.append(f"{ref(job)}: command {command!r}: the gate image runs pytest")
-    if tuple(args[:len(HOOK_ARGS)]) != HOOK_ARGS:
+    if tuple(args[: len(HOOK_ARGS)]) != HOOK_ARGS:
         problems.append(f"{ref(job)}: runs pytest {' '.join(args)}, expected pytest {' '.join(HOOK_ARGS)} ...")
     if "--platform" not in args or args.index("--platform") + 1 >= len(args):
         return problems + [f"{ref(job)}: no --platform argument: the hook must say which manifest it checks"]
@@ -425,25 +475,46 @@ def check_hook(objects: Sequence[Obj], env: EnvExpectation, model: str, gate_ima
         if "persistentVolumeClaim" in volume:
             mount = mounts.get(volume["name"])
             if not (volume["persistentVolumeClaim"].get("readOnly") and mount and mount.get("readOnly")):
-                problems.append(f"{ref(job)}: PVC {volume['persistentVolumeClaim'].get('claimName')!r} must be "
-                                f"mounted read-only (volume and volumeMount readOnly: true)")
+                problems.append(
+                    f"{ref(job)}: PVC {volume['persistentVolumeClaim'].get('claimName')!r} must be "
+                    f"mounted read-only (volume and volumeMount readOnly: true)"
+                )
     if not any("persistentVolumeClaim" in v for v in pod.get("volumes") or []):
         problems.append(f"{ref(job)}: does not mount the model repository PVC")
     problems += _check_service_account(objects, job, pod.get("serviceAccountName"))
     return problems
 
 
-def _check_mounted_manifest(objects: Sequence[Obj], job: Obj, container: Obj, path: str,
-                            env: EnvExpectation, model: str, reference: Optional[EnvironmentSpec]) -> List[str]:
-    mount = next((m for m in container.get("volumeMounts") or []
-                  if path.startswith(str(m.get("mountPath", "")).rstrip("/") + "/")), None)
+def _check_mounted_manifest(
+    objects: Sequence[Obj],
+    job: Obj,
+    container: Obj,
+    path: str,
+    env: EnvExpectation,
+    model: str,
+    reference: Optional[EnvironmentSpec],
+) -> List[str]:
+    mount = next(
+        (
+            m
+            for m in container.get("volumeMounts") or []
+            if path.startswith(str(m.get("mountPath", "")).rstrip("/") + "/")
+        ),
+        None,
+    )
     volume = _volume(job, mount["name"]) if mount else None
     if not volume or "configMap" not in volume:
         return [f"{ref(job)}: --platform {path} is not in a mounted ConfigMap"]
     ns = (job.get("metadata") or {}).get("namespace")
-    cm = next((o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"] == volume["configMap"]["name"]
-               and o["metadata"].get("namespace") == ns), None)
-    key = path[len(str(mount["mountPath"]).rstrip("/")) + 1:]
+    cm = next(
+        (
+            o
+            for o in of_kind(objects, "ConfigMap")
+            if o["metadata"]["name"] == volume["configMap"]["name"] and o["metadata"].get("namespace") == ns
+        ),
+        None,
+    )
+    key = path[len(str(mount["mountPath"]).rstrip("/")) + 1 :]
     if cm is None or key not in (cm.get("data") or {}):
         return [f"{ref(job)}: --platform {path}: ConfigMap {volume['configMap']['name']!r} has no key {key!r}"]
     with tempfile.TemporaryDirectory(prefix="gate-platform-") as tmp:
@@ -457,22 +528,27 @@ def _check_mounted_manifest(objects: Sequence[Obj], job: Obj, container: Obj, pa
     if platform.model.name != model:
         problems.append(f"{ref(cm)}: manifest model {platform.model.name!r}, but Triton loads {model!r}")
     if sorted(platform.environments) != [env.name]:
-        problems.append(f"{ref(cm)}: manifest environments {sorted(platform.environments)}, expected only "
-                        f"{env.name!r} (the hook's Role sees only {env.namespace})")
+        problems.append(
+            f"{ref(cm)}: manifest environments {sorted(platform.environments)}, expected only "
+            f"{env.name!r} (the hook's Role sees only {env.namespace})"
+        )
     spec = platform.environments.get(env.name)
     if spec is not None:
         seen = EnvExpectation.from_spec(env.name, spec)
         if (seen.namespace, seen.release) != (env.namespace, env.release):
             problems.append(f"{ref(cm)}: manifest says {seen}, expected {env}")
         if reference is not None and spec.alert_receiver != reference.alert_receiver:
-            problems.append(f"{ref(cm)}: alert_receiver {spec.alert_receiver!r}, the reference platform says "
-                            f"{reference.alert_receiver!r}")
+            problems.append(
+                f"{ref(cm)}: alert_receiver {spec.alert_receiver!r}, the reference platform says "
+                f"{reference.alert_receiver!r}"
+            )
         problems += _check_cluster_endpoints(objects, job, container, cm, spec, env)
     return problems
 
 
-def _check_cluster_endpoints(objects: Sequence[Obj], job: Obj, container: Obj, cm: Obj,
-                             spec: EnvironmentSpec, env: EnvExpectation) -> List[str]:
+def _check_cluster_endpoints(
+    objects: Sequence[Obj], job: Obj, container: Obj, cm: Obj, spec: EnvironmentSpec, env: EnvExpectation
+) -> List[str]:
     """The manifest's `cluster:` names the Service, pods and mount this overlay really has."""
     cluster = spec.cluster
     if cluster is None:
@@ -482,84 +558,127 @@ def _check_cluster_endpoints(objects: Sequence[Obj], job: Obj, container: Obj, c
     host = (url.hostname or "").split(".")
     service, namespace = host[0], host[1] if len(host) > 1 else env.namespace
     port = url.port or (443 if url.scheme == "https" else 80)
-    services = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == service
-                and s["metadata"].get("namespace") == namespace]
+    services = [
+        s
+        for s in of_kind(objects, "Service")
+        if s["metadata"]["name"] == service and s["metadata"].get("namespace") == namespace
+    ]
     if not services:
-        problems.append(f"{ref(cm)}: triton_url {cluster.triton_url} names Service {service!r} in "
-                        f"{namespace!r}, which this overlay does not define")
+        problems.append(
+            f"{ref(cm)}: triton_url {cluster.triton_url} names Service {service!r} in "
+            f"{namespace!r}, which this overlay does not define"
+        )
     elif port not in {p.get("port") for p in services[0]["spec"].get("ports") or []}:
         problems.append(f"{ref(cm)}: triton_url {cluster.triton_url}: port {port} is not a port of {ref(services[0])}")
     for name in ("prometheus_url", "alertmanager_url"):
         value = getattr(cluster, name)
         parts = (urlsplit(value).hostname or "").split(".") if value else []
         if len(parts) > 1 and parts[1] not in (env.namespace, env.release):
-            problems.append(f"{ref(cm)}: {name} {value} is in namespace {parts[1]!r}, not {env.name}'s "
-                            f"{env.release!r}")
+            problems.append(f"{ref(cm)}: {name} {value} is in namespace {parts[1]!r}, not {env.name}'s {env.release!r}")
     selector = dict(pair.split("=", 1) for pair in cluster.pod_selector.split(",") if "=" in pair)
-    pods = [((d.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
-            for d in of_kind(objects, "Deployment")]
+    pods = [
+        ((d.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+        for d in of_kind(objects, "Deployment")
+    ]
     if not any(_selects(selector, labels) for labels in pods):
-        problems.append(f"{ref(cm)}: pod_selector {cluster.pod_selector!r} selects no Deployment's pods "
-                        f"(pod labels: {pods})")
-    pvc_mounts = [m.get("mountPath") for m in container.get("volumeMounts") or []
-                  if "persistentVolumeClaim" in (_volume(job, m.get("name", "")) or {})]
+        problems.append(
+            f"{ref(cm)}: pod_selector {cluster.pod_selector!r} selects no Deployment's pods (pod labels: {pods})"
+        )
+    pvc_mounts = [
+        m.get("mountPath")
+        for m in container.get("volumeMounts") or []
+        if "persistentVolumeClaim" in (_volume(job, m.get("name", "")) or {})
+    ]
     if cluster.model_repository not in pvc_mounts:
-        problems.append(f"{ref(cm)}: model_repository {cluster.model_repository!r} is not where the hook "
-                        f"mounts the model repository PVC ({pvc_mounts})")
+        problems.append(
+            f"{ref(cm)}: model_repository {cluster.model_repository!r} is not where the hook "
+            f"mounts the model repository PVC ({pvc_mounts})"
+        )
     return problems
 
 
 def _check_service_account(objects: Sequence[Obj], job: Obj, account: Optional[str]) -> List[str]:
     ns = (job.get("metadata") or {}).get("namespace")
-    if not account or not any(o["metadata"]["name"] == account and o["metadata"].get("namespace") == ns
-                              for o in of_kind(objects, "ServiceAccount")):
-        return [f"{ref(job)}: serviceAccountName {account!r} is not a ServiceAccount in {ns!r} "
-                f"(the default account may hold more rights than the smoke needs)"]
+    if not account or not any(
+        o["metadata"]["name"] == account and o["metadata"].get("namespace") == ns
+        for o in of_kind(objects, "ServiceAccount")
+    ):
+        return [
+            f"{ref(job)}: serviceAccountName {account!r} is not a ServiceAccount in {ns!r} "
+            f"(the default account may hold more rights than the smoke needs)"
+        ]
     problems: List[str] = []
-    bindings = [b for b in of_kind(objects, "RoleBinding")
-                if any(s.get("kind") == "ServiceAccount" and s.get("name") == account
-                       and s.get("namespace", ns) == ns for s in b.get("subjects") or [])]
+    bindings = [
+        b
+        for b in of_kind(objects, "RoleBinding")
+        if any(
+            s.get("kind") == "ServiceAccount" and s.get("name") == account and s.get("namespace", ns) == ns
+            for s in b.get("subjects") or []
+        )
+    ]
     if not bindings:
         problems.append(f"{ref(job)}: no RoleBinding grants ServiceAccount {account!r} anything")
     for b in bindings:
         role_ref = b.get("roleRef") or {}
-        if role_ref.get("kind") != "Role" or not any(r["metadata"]["name"] == role_ref.get("name")
-                                                     and r["metadata"].get("namespace") == ns
-                                                     for r in of_kind(objects, "Role")):
-            problems.append(f"{ref(b)}: binds {role_ref.get('kind')} {role_ref.get('name')!r}; expected a "
-                            f"Role in {ns!r} defined here")
+        if role_ref.get("kind") != "Role" or not any(
+            r["metadata"]["name"] == role_ref.get("name") and r["metadata"].get("namespace") == ns
+            for r in of_kind(objects, "Role")
+        ):
+            problems.append(
+                f"{ref(b)}: binds {role_ref.get('kind')} {role_ref.get('name')!r}; expected a "
+                f"Role in {ns!r} defined here"
+            )
     return problems
 
 
 def check_rbac(objects: Sequence[Obj]) -> List[str]:
     """Read-only, namespaced RBAC: get/list/watch on pods, services, endpoints, nothing more."""
-    problems = [f"{ref(o)}: cluster-wide RBAC in an env overlay; the smoke hook needs only its namespace"
-                for o in objects if o.get("kind") in ("ClusterRole", "ClusterRoleBinding")]
+    problems = [
+        f"{ref(o)}: cluster-wide RBAC in an env overlay; the smoke hook needs only its namespace"
+        for o in objects
+        if o.get("kind") in ("ClusterRole", "ClusterRoleBinding")
+    ]
     for role in of_kind(objects, "Role"):
         for i, rule in enumerate(role.get("rules") or []):
             verbs = set(rule.get("verbs") or [])
             resources = set(rule.get("resources") or [])
             if not verbs <= READ_ONLY_VERBS:
-                problems.append(f"{ref(role)}: rules[{i}] grants {sorted(verbs - READ_ONLY_VERBS)}; "
-                                f"only {sorted(READ_ONLY_VERBS)} are allowed")
+                problems.append(
+                    f"{ref(role)}: rules[{i}] grants {sorted(verbs - READ_ONLY_VERBS)}; "
+                    f"only {sorted(READ_ONLY_VERBS)} are allowed"
+                )
             if not resources <= SMOKE_RESOURCES:
-                problems.append(f"{ref(role)}: rules[{i}] covers {sorted(resources - SMOKE_RESOURCES)}; "
-                                f"only {sorted(SMOKE_RESOURCES)} are needed")
+                problems.append(
+                    f"{ref(role)}: rules[{i}] covers {sorted(resources - SMOKE_RESOURCES)}; "
+                    f"only {sorted(SMOKE_RESOURCES)} are needed"
+                )
             if set(rule.get("apiGroups") or []) != {""} or rule.get("resourceNames") == ["*"]:
                 problems.append(f"{ref(role)}: rules[{i}] apiGroups {rule.get('apiGroups')!r}, expected [''] (core)")
     return problems
 
 
-def cross_check(objects: Sequence[Obj], env: EnvExpectation, others: Sequence[EnvExpectation], model: str,
-                gate_image: str, reference: Optional[EnvironmentSpec] = None) -> List[str]:
+def cross_check(
+    objects: Sequence[Obj],
+    env: EnvExpectation,
+    others: Sequence[EnvExpectation],
+    model: str,
+    gate_image: str,
+    reference: Optional[EnvironmentSpec] = None,
+) -> List[str]:
     """Every cross-reference of one env's rendered overlay; [] when consistent."""
-    return (check_isolation(objects, env, others) + check_service_monitors(objects, env)
-            + check_triton(objects, model) + check_volumes(objects)
-            + check_hook(objects, env, model, gate_image, reference) + check_rbac(objects))
+    return (
+        check_isolation(objects, env, others)
+        + check_service_monitors(objects, env)
+        + check_triton(objects, model)
+        + check_volumes(objects)
+        + check_hook(objects, env, model, gate_image, reference)
+        + check_rbac(objects)
+    )
 
 
-def check_applications(objects: Sequence[Obj], envs: Dict[str, EnvExpectation],
-                       repo_root: Path = REPO_ROOT) -> List[str]:
+def check_applications(
+    objects: Sequence[Obj], envs: Dict[str, EnvExpectation], repo_root: Path = REPO_ROOT
+) -> List[str]:
     """One Argo CD Application per env, pointing at that env's overlay and namespace."""
     problems: List[str] = []
     apps = of_kind(objects, "Application")
@@ -571,17 +690,22 @@ def check_applications(objects: Sequence[Obj], envs: Dict[str, EnvExpectation],
         source = (mine[0].get("spec") or {}).get("source") or {}
         path = str(source.get("path", ""))
         if Path(path).name != name or not (repo_root / path / "kustomization.yaml").is_file():
-            problems.append(f"{ref(mine[0])}: source.path {path!r} is not the {name} overlay "
-                            f"(expected a kustomization at {repo_root.name}/…/overlays/{name})")
+            problems.append(
+                f"{ref(mine[0])}: source.path {path!r} is not the {name} overlay "
+                f"(expected a kustomization at {repo_root.name}/…/overlays/{name})"
+            )
             continue
         overlay_namespaces = {(o.get("metadata") or {}).get("namespace") for o in render(repo_root / path)}
         if env.namespace not in overlay_namespaces:
-            problems.append(f"{ref(mine[0])}: {path} renders into {sorted(n for n in overlay_namespaces if n)}, "
-                            f"not {env.namespace!r}")
+            problems.append(
+                f"{ref(mine[0])}: {path} renders into {sorted(n for n in overlay_namespaces if n)}, "
+                f"not {env.namespace!r}"
+            )
     return problems
 
 
 # -- the gate image ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Instruction:
@@ -614,8 +738,11 @@ def dockerfile_instructions(path: Path) -> List[Instruction]:
 def dockerignore_patterns(path: Path) -> List[str]:
     if not path.is_file():
         return []
-    return [line.strip().rstrip("/") for line in path.read_text().splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip().rstrip("/")
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def is_dockerignored(relative: str, patterns: Sequence[str]) -> bool:
@@ -625,8 +752,9 @@ def is_dockerignored(relative: str, patterns: Sequence[str]) -> bool:
     for pattern in patterns:
         bare = pattern[3:] if pattern.startswith("**/") else pattern
         for prefix in prefixes:
-            if fnmatch.fnmatchcase(prefix, pattern) or (pattern.startswith("**/") and
-                                                         fnmatch.fnmatchcase(Path(prefix).name, bare)):
+            if fnmatch.fnmatchcase(prefix, pattern) or (
+                pattern.startswith("**/") and fnmatch.fnmatchcase(Path(prefix).name, bare)
+            ):
                 return True
     return False
 
@@ -665,17 +793,21 @@ def check_dockerfile(dockerfile: Path, context: Path) -> List[str]:
                 problems.append(f"line {ins.line}: {ins.keyword} {source}: excluded by .dockerignore")
     user = dockerfile_user(instructions)
     if user is None or not user.split(":")[0].isdigit() or int(user.split(":")[0]) == 0:
-        problems.append(f"USER is {user!r}; expected a numeric non-root UID (runAsNonRoot can only "
-                        f"verify a numeric one)")
+        problems.append(
+            f"USER is {user!r}; expected a numeric non-root UID (runAsNonRoot can only verify a numeric one)"
+        )
     entry = [i for i in instructions if i.keyword == "ENTRYPOINT"]
     if not entry or _exec_form(entry[-1].value) != ["pytest"]:
-        problems.append(f"ENTRYPOINT is {entry[-1].value if entry else None!r}; expected [\"pytest\"] (exec form)")
+        problems.append(f'ENTRYPOINT is {entry[-1].value if entry else None!r}; expected ["pytest"] (exec form)')
     runs = " && ".join(i.value for i in instructions if i.keyword == "RUN")
     lock, own = runs.find("pip install -r"), runs.find("pip install --no-deps .")
     if lock < 0 or own < 0 or lock > own:
         problems.append("expected `pip install -r` of requirements.lock, then `pip install --no-deps .`")
-    if any(re.search(r"tritonserver|nvcr\.io/nvidia/tritonserver", i.value) for i in instructions
-           if i.keyword in ("FROM", "RUN", "COPY")):
+    if any(
+        re.search(r"tritonserver|nvcr\.io/nvidia/tritonserver", i.value)
+        for i in instructions
+        if i.keyword in ("FROM", "RUN", "COPY")
+    ):
         problems.append("the gate image must not contain Triton (it tests the cluster's Triton)")
     return problems
 

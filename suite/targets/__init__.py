@@ -1,6 +1,7 @@
 """Where the gate runs its scenarios. Each target is one module with a class that satisfies
 `suite.targets.protocol.Target`; this table maps the `--target` name to it. The module is
 imported only when its target is chosen (docker-py and kubernetes load only when needed)."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,9 +11,9 @@ if TYPE_CHECKING:
     from suite.targets.protocol import Target, TargetOptions
 
 TARGETS: Dict[str, str] = {
-    "local": "suite.targets.local:LocalTarget",     # the embedded stack: processes on this machine
+    "local": "suite.targets.local:LocalTarget",  # the embedded stack: processes on this machine
     "docker": "suite.targets.docker:DockerTarget",  # the same servers as containers
-    "k8s": "suite.targets.k8s:ClusterTarget",       # a running cluster, read through its endpoints
+    "k8s": "suite.targets.k8s:ClusterTarget",  # a running cluster, read through its endpoints
 }
 
 

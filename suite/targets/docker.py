@@ -1,4 +1,5 @@
 """`--target docker`: the same stack as the embedded one, as containers built with testcontainers."""
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,10 @@ def engine_problem(environ: Mapping[str, str] = os.environ, timeout: float = 3.0
         client.close()
         return None
     except (DockerException, OSError, requests.RequestException) as exc:
-        return (f"--target docker: no Docker engine answers at {engine_address(environ)} ({exc}); "
-                f"start Docker or use --target local")
+        return (
+            f"--target docker: no Docker engine answers at {engine_address(environ)} ({exc}); "
+            f"start Docker or use --target local"
+        )
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,15 @@ def triton_command(http: int, grpc: int, metrics: int, load_from: str = MODELS_D
     """Explicit model control on 127.0.0.1 ports (host networking); at every (re)start load the
     models with a `current.json`, as the embedded server and a restarted pod do (a fixed
     --load-model list would go stale after deploys)."""
-    server = ("exec tritonserver --model-repository=" + load_from + " --model-control-mode=explicit"
-              " --exit-on-error=false --metrics-interval-ms=500"
-              f" --http-address=127.0.0.1 --http-port={http} --grpc-address=127.0.0.1 --grpc-port={grpc}"
-              f" --metrics-address=127.0.0.1 --metrics-port={metrics}")
-    committed = (f'for d in {load_from}/*/; do [ -f "$d/current.json" ] && '
-                 f'set -- "$@" "--load-model=$(basename "$d")"; done; ')
+    server = (
+        "exec tritonserver --model-repository=" + load_from + " --model-control-mode=explicit"
+        " --exit-on-error=false --metrics-interval-ms=500"
+        f" --http-address=127.0.0.1 --http-port={http} --grpc-address=127.0.0.1 --grpc-port={grpc}"
+        f" --metrics-address=127.0.0.1 --metrics-port={metrics}"
+    )
+    committed = (
+        f'for d in {load_from}/*/; do [ -f "$d/current.json" ] && set -- "$@" "--load-model=$(basename "$d")"; done; '
+    )
     return ["/bin/sh", "-c", committed + server + ' "$@"', "tritonserver"]
 
 
@@ -118,8 +124,13 @@ class TritonModelsReady:
     """Wait until the server is live and every committed model is READY: a server that answers
     /v2/health/ready before a startup model loaded (or with it failed) is not a usable stack."""
 
-    def __init__(self, http_url: str, repository: Path, timeout_s: float = CONTAINER_READY_S,
-                 interval_s: float = CONTAINER_POLL_S):
+    def __init__(
+        self,
+        http_url: str,
+        repository: Path,
+        timeout_s: float = CONTAINER_READY_S,
+        interval_s: float = CONTAINER_POLL_S,
+    ):
         self.http_url = http_url.rstrip("/")
         self.repository = Path(repository)
         self.timeout_s = timeout_s
@@ -135,20 +146,29 @@ class TritonModelsReady:
         try:
             if requests.get(f"{self.http_url}/v2/health/live", timeout=2).status_code != 200:
                 return ["server not live"]
-            return [m for m in self.models()
-                    if requests.get(f"{self.http_url}/v2/models/{m}/ready", timeout=2).status_code != 200]
+            return [
+                m
+                for m in self.models()
+                if requests.get(f"{self.http_url}/v2/models/{m}/ready", timeout=2).status_code != 200
+            ]
         except requests.RequestException as exc:
             return [f"server not answering ({type(exc).__name__})"]
 
     def wait_until_ready(self, container: "DockerContainer") -> None:
         try:
-            wait_for(self.pending, until=lambda pending: not pending, timeout_s=self.timeout_s,
-                     interval_s=self.interval_s, awaiting=f"Triton at {self.http_url} live with its models READY")
+            wait_for(
+                self.pending,
+                until=lambda pending: not pending,
+                timeout_s=self.timeout_s,
+                interval_s=self.interval_s,
+                awaiting=f"Triton at {self.http_url} live with its models READY",
+            )
         except WaitTimeout as timeout:
             raise StackStartError(
                 f"Triton container {container.image} at {self.http_url}: expected the server live and "
                 f"models {self.models()} READY within {self.timeout_s:.0f} s; still waiting for {timeout.last_value}. "
-                f"Last lines of its log:\n{_log_tail(container)}") from None
+                f"Last lines of its log:\n{_log_tail(container)}"
+            ) from None
 
 
 class HttpReady:
@@ -159,15 +179,27 @@ class HttpReady:
 
     def wait_until_ready(self, container: "DockerContainer") -> None:
         try:
-            wait_for(lambda: requests.get(self.url, timeout=2).status_code, until=lambda status: status == 200,
-                     transient=(requests.RequestException,), timeout_s=self.timeout_s, interval_s=self.interval_s,
-                     awaiting=f"200 from {self.url}")
+            wait_for(
+                lambda: requests.get(self.url, timeout=2).status_code,
+                until=lambda status: status == 200,
+                transient=(requests.RequestException,),
+                timeout_s=self.timeout_s,
+                interval_s=self.interval_s,
+                awaiting=f"200 from {self.url}",
+            )
         except WaitTimeout as timeout:
-            seen = (type(timeout.last_error).__name__ if timeout.last_error is not None
-                    else f"HTTP {timeout.last_value}" if timeout.last_value is not None else "no answer")
-            raise StackStartError(f"container {container.image}: expected 200 from {self.url} within "
-                                  f"{self.timeout_s:.0f} s, last seen {seen}. Last lines of its log:\n"
-                                  f"{_log_tail(container)}") from None
+            seen = (
+                type(timeout.last_error).__name__
+                if timeout.last_error is not None
+                else f"HTTP {timeout.last_value}"
+                if timeout.last_value is not None
+                else "no answer"
+            )
+            raise StackStartError(
+                f"container {container.image}: expected 200 from {self.url} within "
+                f"{self.timeout_s:.0f} s, last seen {seen}. Last lines of its log:\n"
+                f"{_log_tail(container)}"
+            ) from None
 
 
 def _log_tail(container: "DockerContainer", lines: int = 30) -> str:
@@ -222,8 +254,13 @@ class ContainerPlan:
         name = f"triton-gate-{self.run_id}-{role}" + (f"-{env}" if env else "")
         # Host networking: every server binds 127.0.0.1 on a free port given on its command line.
         # Published ports need a bridge, which these engines do not have: never use them.
-        return DockerContainer(image, docker_client_kw={"version": self.api_version}, name=name,
-                               labels=self.labels(role, env), network_mode="host")
+        return DockerContainer(
+            image,
+            docker_client_kw={"version": self.api_version},
+            name=name,
+            labels=self.labels(role, env),
+            network_mode="host",
+        )
 
     def triton(self, env: str, repository: Path) -> "tuple[DockerContainer, TritonEndpoints]":
         container = self._container(self.images.triton, "triton", env)
@@ -232,17 +269,31 @@ class ContainerPlan:
         # rslave: the fault scenarios mount tmpfs / read-only binds under the repository on the
         # host after the container started; without propagation the container would not see them.
         container.with_volume_mapping(str(Path(repository).resolve()), MODELS_DIR, "rw,rslave")
-        endpoints = TritonEndpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}",
-                                    f"http://127.0.0.1:{metrics}/metrics")
+        endpoints = TritonEndpoints(
+            f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics"
+        )
         container.waiting_for(TritonModelsReady(endpoints.http, repository))  # type: ignore[arg-type]
         return container, endpoints
 
     def mlflow(self, store: Path) -> "tuple[DockerContainer, str]":
         container = self._container(self.images.mlflow, "mlflow")
         port = free_port()
-        container.with_command(["mlflow", "server", "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
-                                "--artifacts-destination", "/mlflow/artifacts",
-                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
+        container.with_command(
+            [
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                "sqlite:////mlflow/mlflow.db",
+                "--artifacts-destination",
+                "/mlflow/artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ]
+        )
         # As for the embedded server: the job runner and huey consumers are not needed.
         container.with_env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         container.with_volume_mapping(str(Path(store).resolve()), "/mlflow", "rw")
@@ -329,8 +380,14 @@ class DockerMlflow:
 class DockerStack:
     """MLflow plus one Triton container per environment; every container removed at the end."""
 
-    def __init__(self, workdir: Path, env_names: Iterable[str], images: Images, run_id: str,
-                 api_version: str = DOCKER_API_VERSION):
+    def __init__(
+        self,
+        workdir: Path,
+        env_names: Iterable[str],
+        images: Images,
+        run_id: str,
+        api_version: str = DOCKER_API_VERSION,
+    ):
         self.workdir = Path(workdir)
         self.plan = ContainerPlan(run_id, self.workdir, images, api_version)
         self.env_names: Sequence[str] = list(env_names)
@@ -341,8 +398,9 @@ class DockerStack:
         for name in self.env_names:
             repository = self.workdir / "model-repository" / name
             triton, endpoints = self.plan.triton(name, repository)
-            self.environments[name] = Environment.serving(name, repository,
-                                                          ContainerServer(name, triton, endpoints, repository))
+            self.environments[name] = Environment.serving(
+                name, repository, ContainerServer(name, triton, endpoints, repository)
+            )
         self._registry = None
         self._mounts = ExitStack()
         self._extra: List["DockerContainer"] = []
@@ -364,8 +422,7 @@ class DockerStack:
 
         client = docker_client(self.plan.api_version)
         used = {"triton": self.plan.images.triton, "mlflow": self.plan.images.mlflow}
-        return [missing_image_message(key, image) for key, image in used.items()
-                if not image_present(client, image)]
+        return [missing_image_message(key, image) for key, image in used.items() if not image_present(client, image)]
 
     def start(self) -> "DockerStack":
         missing = self.missing_images()
@@ -385,8 +442,10 @@ class DockerStack:
 
     def _start_all(self) -> None:
         """All containers at once (MLflow takes the longest); each one's start time is kept."""
-        roles = {"mlflow": self.mlflow.container,
-                 **{f"triton-{env}": self._server(env).container for env in self.environments}}
+        roles = {
+            "mlflow": self.mlflow.container,
+            **{f"triton-{env}": self._server(env).container for env in self.environments},
+        }
 
         def start(role: str) -> float:
             begin = time.perf_counter()
@@ -408,8 +467,10 @@ class DockerStack:
             try:
                 container.reload()
                 if container.status != "running":
-                    dead.append(f"container {_name(container)} ({container.image}) is {container.status}. "
-                                f"Last lines of its log:\n{_log_tail(container)}")
+                    dead.append(
+                        f"container {_name(container)} ({container.image}) is {container.status}. "
+                        f"Last lines of its log:\n{_log_tail(container)}"
+                    )
             except Exception as exc:  # noqa: BLE001 - a vanished container is as dead as an exited one
                 dead.append(f"container {_name(container)} ({container.image}) cannot be inspected: {exc}")
         return dead
@@ -470,8 +531,9 @@ class DockerTarget:
         except GateError:
             raise
         except Exception as exc:  # noqa: BLE001 - docker.errors.*: image refused, port taken, bad mount
-            raise StackStartError(f"the engine refused to run a container ({exc}). "
-                                  f"Images used: {vars(stack.plan.images)}.") from exc
+            raise StackStartError(
+                f"the engine refused to run a container ({exc}). Images used: {vars(stack.plan.images)}."
+            ) from exc
 
     def monitoring(self, platform: "Platform", stack: DockerStack, workdir: Path) -> "MonitoringStack":
         from suite.monitoring_stack import for_platform

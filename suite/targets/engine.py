@@ -7,6 +7,7 @@ its data root under the project's `build/docker` (images survive the run), its
 socket and state in a fresh folder under /run. At the end, even after Ctrl-C, it removes every
 container of this run (label `io.triton-gate.session`) and stops the dockerd it started, by pid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ from suite.waiting import WaitTimeout, wait_for
 PROJECT = Path(__file__).resolve().parents[2]
 DATA_ROOT = PROJECT / "build" / "docker"
 SESSION_LABEL = "io.triton-gate.session"
-SESSION_VARIABLE = "GATE_DOCKER_SESSION"   # containers started under it carry it as SESSION_LABEL
+SESSION_VARIABLE = "GATE_DOCKER_SESSION"  # containers started under it carry it as SESSION_LABEL
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 
@@ -45,8 +46,7 @@ def answers(host: Optional[str], timeout: float = 3.0) -> bool:
     from docker.errors import DockerException
 
     try:
-        client = docker.DockerClient(base_url=host or "unix:///var/run/docker.sock", version="auto",
-                                     timeout=timeout)
+        client = docker.DockerClient(base_url=host or "unix:///var/run/docker.sock", version="auto", timeout=timeout)
         client.ping()
         client.close()
         return True
@@ -59,17 +59,26 @@ def install_debian_package(command: str, package: str, why: str, log=print) -> N
     if shutil.which(command):
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise EngineError(f"{command} is not installed: expected it {why}. Install it as root "
-                          f"(`apt-get install {package}`).")
+        raise EngineError(
+            f"{command} is not installed: expected it {why}. Install it as root (`apt-get install {package}`)."
+        )
     log(f"installing Debian's {package}")
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def install_docker(log=print) -> None:
-    install_debian_package("dockerd", "docker.io", "to start a Docker engine, since none answers (or start "
-                           "your own and set DOCKER_HOST)", log)
+    install_debian_package(
+        "dockerd",
+        "docker.io",
+        "to start a Docker engine, since none answers (or start your own and set DOCKER_HOST)",
+        log,
+    )
 
 
 class OwnEngine:
@@ -86,8 +95,10 @@ class OwnEngine:
 
     def start(self) -> "OwnEngine":
         if os.geteuid() != 0:
-            raise EngineError("no Docker engine answers, and starting one needs root; start Docker "
-                              "yourself and set DOCKER_HOST, or run as root.")
+            raise EngineError(
+                "no Docker engine answers, and starting one needs root; start Docker "
+                "yourself and set DOCKER_HOST, or run as root."
+            )
         self.data_root.mkdir(parents=True, exist_ok=True)
         # One dockerd per data root: a second one on the same folder would corrupt it.
         self._lock = filelock.FileLock(str(self.data_root) + ".lock")
@@ -96,29 +107,46 @@ class OwnEngine:
         except filelock.Timeout:
             self._lock = None
             shutil.rmtree(self.exec_root)
-            raise EngineError(f"another gate session's dockerd uses {self.data_root}; expected it free. "
-                              f"Wait for that session, or point DOCKER_HOST at an engine of your own.") from None
-        argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
-                f"--data-root={self.data_root}", f"--exec-root={self.exec_root}",
-                f"--pidfile={self.exec_root}/dockerd.pid", f"--host={self.host}"]
+            raise EngineError(
+                f"another gate session's dockerd uses {self.data_root}; expected it free. "
+                f"Wait for that session, or point DOCKER_HOST at an engine of your own."
+            ) from None
+        argv = [
+            "dockerd",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            f"--data-root={self.data_root}",
+            f"--exec-root={self.exec_root}",
+            f"--pidfile={self.exec_root}/dockerd.pid",
+            f"--host={self.host}",
+        ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
         def answered_or_exited() -> Optional[str]:
             if answers(self.host, timeout=2):
                 return "answers"
             return "exited" if self.process.poll() is not None else None
 
         try:
-            outcome = wait_for(answered_or_exited, timeout_s=READY_TIMEOUT_S, interval_s=0.3,
-                               awaiting=f"dockerd to answer at {self.host}")
+            outcome = wait_for(
+                answered_or_exited,
+                timeout_s=READY_TIMEOUT_S,
+                interval_s=0.3,
+                awaiting=f"dockerd to answer at {self.host}",
+            )
         except WaitTimeout:
             outcome = "silent"
         if outcome != "answers":
             tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
             self.stop()
-            raise EngineError(f"dockerd did not answer at {self.host} within {READY_TIMEOUT_S} s "
-                              f"(exit code {self.process.returncode}); last lines of {self.log_path}:\n{tail}")
+            raise EngineError(
+                f"dockerd did not answer at {self.host} within {READY_TIMEOUT_S} s "
+                f"(exit code {self.process.returncode}); last lines of {self.log_path}:\n{tail}"
+            )
         return self
 
     def stop(self) -> None:
@@ -171,8 +199,13 @@ def docker_engine(log=print) -> Iterator[str]:
         engine.stop()
 
 
-def run(command: Sequence[str], build_images_of: Optional[Path] = None, image_keys: Sequence[str] = (),
-        optional: bool = False, log=print) -> int:
+def run(
+    command: Sequence[str],
+    build_images_of: Optional[Path] = None,
+    image_keys: Sequence[str] = (),
+    optional: bool = False,
+    log=print,
+) -> int:
     """CMD with DOCKER_HOST and a session label; its containers removed afterwards, always.
     With `build_images_of` (a manifest), first build the images it names (`image_keys`) that the
     engine lacks. `optional`: without an engine, say why and run CMD anyway (its docker tests skip)."""
@@ -191,9 +224,13 @@ def run(command: Sequence[str], build_images_of: Optional[Path] = None, image_ke
             os.environ["DOCKER_HOST"] = host  # the builder uses this engine, not one of its own
             if images.main(["--platform", str(build_images_of), "--only", *image_keys]) != 0:
                 return 1
-        env = {**os.environ, "DOCKER_HOST": host, SESSION_VARIABLE: session,
-               # Ryuk's image cannot be pulled without a registry: containers are removed by label here.
-               "TESTCONTAINERS_RYUK_DISABLED": "true"}
+        env = {
+            **os.environ,
+            "DOCKER_HOST": host,
+            SESSION_VARIABLE: session,
+            # Ryuk's image cannot be pulled without a registry: containers are removed by label here.
+            "TESTCONTAINERS_RYUK_DISABLED": "true",
+        }
         child = subprocess.Popen(list(command), env=env)
         try:
             return _wait(child)
@@ -217,12 +254,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suite.targets.engine", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     run_parser = sub.add_parser("run", help="run a command against an engine (started here if none answers)")
-    run_parser.add_argument("--images", type=Path, metavar="MANIFEST", default=None,
-                            help="first build the images this manifest names that the engine lacks")
-    run_parser.add_argument("--only", nargs="+", default=["triton", "mlflow", "prometheus", "alertmanager"],
-                            metavar="KEY", help="with --images: which of the manifest's images (default: the stack's)")
-    run_parser.add_argument("--optional", action="store_true",
-                            help="without an engine (not root, no Docker), run the command anyway")
+    run_parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="MANIFEST",
+        default=None,
+        help="first build the images this manifest names that the engine lacks",
+    )
+    run_parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["triton", "mlflow", "prometheus", "alertmanager"],
+        metavar="KEY",
+        help="with --images: which of the manifest's images (default: the stack's)",
+    )
+    run_parser.add_argument(
+        "--optional", action="store_true", help="without an engine (not root, no Docker), run the command anyway"
+    )
     run_parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

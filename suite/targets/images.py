@@ -5,6 +5,7 @@ on `ARG BASE`, by default the public `debian:bookworm-slim`. Where no image regi
 air-gapped site, the project's CI machines), that base is built first from Debian packages with
 `debootstrap` and `docker import`, from the Debian mirror the host's apt already uses.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,11 @@ PROJECT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = PROJECT / "deploy" / "images"
 LOCK = PROJECT / "requirements.lock"
 PUBLIC_BASE = "debian:bookworm-slim"
-OFFLINE_BASE = "triton-gate/debian:bookworm"   # what debootstrap builds when PUBLIC_BASE cannot be pulled
+OFFLINE_BASE = "triton-gate/debian:bookworm"  # what debootstrap builds when PUBLIC_BASE cannot be pulled
 SUITE = "bookworm"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 PULL_TIMEOUT_S = 60
-CONTEXT_LABEL = "io.triton-gate.context"   # the digest of the sources an image was built from
+CONTEXT_LABEL = "io.triton-gate.context"  # the digest of the sources an image was built from
 
 
 class ImageBuildError(GateError):
@@ -39,22 +40,37 @@ class ImageBuildError(GateError):
 
 @dataclass(frozen=True)
 class Recipe:
-    key: str                                  # the manifest's images.<key>
+    key: str  # the manifest's images.<key>
     dockerfile: Path
-    files: Tuple[Tuple[Path, str], ...]       # (source, name in the build context)
+    files: Tuple[Tuple[Path, str], ...]  # (source, name in the build context)
 
 
 def _project_files() -> Tuple[Tuple[Path, str], ...]:
-    names = ("requirements.lock", "pyproject.toml", "README.md", "conftest.py", ".dockerignore",
-             "suite", "fixtures", "scenarios", "reports", "deploy")
+    names = (
+        "requirements.lock",
+        "pyproject.toml",
+        "README.md",
+        "conftest.py",
+        ".dockerignore",
+        "suite",
+        "fixtures",
+        "scenarios",
+        "reports",
+        "deploy",
+    )
     return tuple((PROJECT / n, n) for n in names)
 
 
 RECIPES: Dict[str, Recipe] = {
-    "triton": Recipe("triton", IMAGE_DIR / "triton" / "Dockerfile", (
-        (LOCK, "requirements.lock"),
-        (PROJECT / "suite" / "triton_backends" / "onnxruntime", "onnxruntime"),
-        (IMAGE_DIR / "triton" / "tritonserver", "tritonserver"))),
+    "triton": Recipe(
+        "triton",
+        IMAGE_DIR / "triton" / "Dockerfile",
+        (
+            (LOCK, "requirements.lock"),
+            (PROJECT / "suite" / "triton_backends" / "onnxruntime", "onnxruntime"),
+            (IMAGE_DIR / "triton" / "tritonserver", "tritonserver"),
+        ),
+    ),
     "mlflow": Recipe("mlflow", IMAGE_DIR / "mlflow" / "Dockerfile", ((LOCK, "requirements.lock"),)),
     "prometheus": Recipe("prometheus", IMAGE_DIR / "prometheus" / "Dockerfile", ()),
     "alertmanager": Recipe("alertmanager", IMAGE_DIR / "alertmanager" / "Dockerfile", ()),
@@ -68,7 +84,7 @@ class Built:
     image: str
     seconds: float
     size_mb: float
-    action: str          # "built" | "present"
+    action: str  # "built" | "present"
 
 
 def _client(docker_host: Optional[str] = None):
@@ -94,9 +110,11 @@ def image_size_mb(client, name: str) -> float:
 
 
 def missing_image_message(key: str, image: str) -> str:
-    return (f"--target docker: image {image!r} (the manifest's images.{key}) is not in this Docker "
-            f"engine; expected it built. Run `make images` (builds every missing image, without an "
-            f"image registry if none answers) or name another image in the manifest's `images:`.")
+    return (
+        f"--target docker: image {image!r} (the manifest's images.{key}) is not in this Docker "
+        f"engine; expected it built. Run `make images` (builds every missing image, without an "
+        f"image registry if none answers) or name another image in the manifest's `images:`."
+    )
 
 
 # -- the base -------------------------------------------------------------------------------------
@@ -116,9 +134,11 @@ def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
                 match = re.match(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", line)
                 if match:
                     return match.group(1)
-    raise ImageBuildError(f"no Debian {SUITE} mirror in {sources_dir}/sources.list(.d): expected the "
-                          f"host's apt to name one, to build the base image from Debian packages. "
-                          f"Pass --base with an image that is already in the engine instead.")
+    raise ImageBuildError(
+        f"no Debian {SUITE} mirror in {sources_dir}/sources.list(.d): expected the "
+        f"host's apt to name one, to build the base image from Debian packages. "
+        f"Pass --base with an image that is already in the engine instead."
+    )
 
 
 def build_offline_base(client, workdir: Path, log=print) -> float:
@@ -132,11 +152,23 @@ def build_offline_base(client, workdir: Path, log=print) -> float:
     try:
         mirror = debian_mirror()
         log(f"building {OFFLINE_BASE} with debootstrap from the host's Debian mirror (about a minute)")
-        run = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-                              SUITE, str(rootfs), mirror], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                SUITE,
+                str(rootfs),
+                mirror,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if run.returncode != 0:
-            raise ImageBuildError(f"debootstrap failed (exit {run.returncode}); last lines:\n"
-                                  + "\n".join((run.stdout + run.stderr).splitlines()[-15:]))
+            raise ImageBuildError(
+                f"debootstrap failed (exit {run.returncode}); last lines:\n"
+                + "\n".join((run.stdout + run.stderr).splitlines()[-15:])
+            )
         # debootstrap keeps the packages it downloaded: not part of an image.
         for deb in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
             deb.unlink()
@@ -163,8 +195,10 @@ def choose_base(client, requested: Optional[str], workdir: Path, log=print) -> s
         return wanted
     except DockerException as exc:
         if requested:
-            raise ImageBuildError(f"base image {requested!r} is not in the engine and cannot be pulled ({exc}); "
-                                  f"expected a present or pullable image. Drop --base to build one offline.")
+            raise ImageBuildError(
+                f"base image {requested!r} is not in the engine and cannot be pulled ({exc}); "
+                f"expected a present or pullable image. Drop --base to build one offline."
+            )
         log(f"no image registry answers for {wanted} ({type(exc).__name__}); using {OFFLINE_BASE} instead")
     finally:
         client.api.timeout = 600
@@ -213,20 +247,36 @@ def build_image(client, recipe: Recipe, image: str, base: str, context: Path, di
     started = time.monotonic()
     lines: List[str] = []
     error = None
-    for chunk in client.api.build(path=str(context), tag=image, buildargs={"BASE": base},
-                                  labels={CONTEXT_LABEL: digest}, network_mode="host", rm=True,
-                                  forcerm=True, decode=True):
+    for chunk in client.api.build(
+        path=str(context),
+        tag=image,
+        buildargs={"BASE": base},
+        labels={CONTEXT_LABEL: digest},
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
         lines.extend(chunk.get("stream", "").splitlines())
         error = chunk.get("error") or error
     if error:
         tail = "\n".join(line for line in lines[-25:] if line.strip())
-        raise ImageBuildError(f"building {image} (images.{recipe.key}) from {recipe.dockerfile} on {base} "
-                              f"failed: {error.strip()}\nLast lines of the build:\n{tail}")
+        raise ImageBuildError(
+            f"building {image} (images.{recipe.key}) from {recipe.dockerfile} on {base} "
+            f"failed: {error.strip()}\nLast lines of the build:\n{tail}"
+        )
     return time.monotonic() - started
 
 
-def build_images(images: Dict[str, str], keys: Sequence[str], missing_only: bool, workdir: Path,
-                 base: Optional[str] = None, log=print, docker_host: Optional[str] = None) -> List[Built]:
+def build_images(
+    images: Dict[str, str],
+    keys: Sequence[str],
+    missing_only: bool,
+    workdir: Path,
+    base: Optional[str] = None,
+    log=print,
+    docker_host: Optional[str] = None,
+) -> List[Built]:
     client = _client(docker_host)
     workdir.mkdir(parents=True, exist_ok=True)
     done: List[Built] = []
@@ -255,14 +305,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from suite.targets.docker import Images
 
     parser = argparse.ArgumentParser(prog="python -m suite.targets.images", description=__doc__.splitlines()[0])
-    parser.add_argument("--platform", type=Path, default=PROJECT / "deploy" / "platform.yaml",
-                        help="the manifest whose `images:` section names the images")
+    parser.add_argument(
+        "--platform",
+        type=Path,
+        default=PROJECT / "deploy" / "platform.yaml",
+        help="the manifest whose `images:` section names the images",
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), default=sorted(RECIPES))
     parser.add_argument("--rebuild", action="store_true", help="build even the images already present")
     parser.add_argument("--base", default=None, help=f"base image (default {PUBLIC_BASE}, else built offline)")
     parser.add_argument("--workdir", type=Path, default=PROJECT / "build" / "images")
-    parser.add_argument("--record", type=Path, default=PROJECT / "reports" / "out" / "images.json",
-                        help="where build times and sizes are written")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=PROJECT / "reports" / "out" / "images.json",
+        help="where build times and sizes are written",
+    )
     args = parser.parse_args(argv)
     names = vars(Images.choose(load_platform(args.platform).spec.images))
     from docker.errors import DockerException

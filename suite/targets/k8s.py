@@ -1,4 +1,5 @@
 """`--target k8s`: a running cluster, reached through the endpoints the platform manifest names."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ class UnsupportedOnCluster(GateError):
     """Raised when a scenario asks a shared cluster for something only a throw-away stack allows."""
 
 
-def load_client(kubeconfig: Optional[str] = None, context: Optional[str] = None,
-                environ: Mapping[str, str] = os.environ) -> "ApiClient":
+def load_client(
+    kubeconfig: Optional[str] = None, context: Optional[str] = None, environ: Mapping[str, str] = os.environ
+) -> "ApiClient":
     """In a pod (the Argo CD hook) the service account; elsewhere a kubeconfig."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
@@ -41,15 +43,20 @@ def load_client(kubeconfig: Optional[str] = None, context: Optional[str] = None,
             config.load_incluster_config(client_configuration=configuration)
         else:
             path = kubeconfig or environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]
-            config.load_kube_config(config_file=os.path.expanduser(path), context=context,
-                                    client_configuration=configuration)
+            config.load_kube_config(
+                config_file=os.path.expanduser(path), context=context, client_configuration=configuration
+            )
     except (ConfigException, OSError, TypeError) as exc:
         raise ClusterUnavailable(str(exc).strip() or type(exc).__name__) from exc
     return client.ApiClient(configuration)
 
 
-def cluster_problem(kubeconfig: Optional[str] = None, context: Optional[str] = None,
-                    environ: Mapping[str, str] = os.environ, timeout: float = 5.0) -> Optional[str]:
+def cluster_problem(
+    kubeconfig: Optional[str] = None,
+    context: Optional[str] = None,
+    environ: Mapping[str, str] = os.environ,
+    timeout: float = 5.0,
+) -> Optional[str]:
     """None when a cluster answers /version, else the exact skip reason of the scenarios."""
     from kubernetes import client
 
@@ -87,8 +94,10 @@ def pod_problems(pod: "V1Pod") -> List[str]:
         problems.append(f"pod {name}: no container statuses")
     for container in containers:
         if not container.ready:
-            problems.append(f"pod {name}: container {container.name} not ready ({_container_state(container)}, "
-                            f"{container.restart_count or 0} restarts)")
+            problems.append(
+                f"pod {name}: container {container.name} not ready ({_container_state(container)}, "
+                f"{container.restart_count or 0} restarts)"
+            )
     return problems
 
 
@@ -105,16 +114,19 @@ def _container_state(container) -> str:
 
 def triton_pod_problems(pods: List["V1Pod"], namespace: str, selector: str) -> List[str]:
     if not pods:
-        return [f"no pod in namespace {namespace} matches {selector!r}: expected the Triton Deployment's pods; "
-                f"check `cluster.pod_selector` in the manifest against `kubectl -n {namespace} get pods --show-labels`"]
+        return [
+            f"no pod in namespace {namespace} matches {selector!r}: expected the Triton Deployment's pods; "
+            f"check `cluster.pod_selector` in the manifest against `kubectl -n {namespace} get pods --show-labels`"
+        ]
     return [problem for pod in pods for problem in pod_problems(pod)]
 
 
 def list_triton_pods(api: "ApiClient", namespace: str, selector: str) -> List["V1Pod"]:
     from kubernetes import client
 
-    return list(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector,
-                                                         _request_timeout=10).items)
+    return list(
+        client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector, _request_timeout=10).items
+    )
 
 
 # -- endpoints --------------------------------------------------------------------------------
@@ -124,8 +136,11 @@ def triton_endpoints(cluster: ClusterEndpoints) -> TritonEndpoints:
     """The Service's three ports; gRPC and metrics default to Triton's 8001 / 8002 on the same host."""
     host = urlsplit(cluster.triton_url).hostname
     scheme = urlsplit(cluster.triton_url).scheme or "http"
-    return TritonEndpoints(cluster.triton_url.rstrip("/"), cluster.triton_grpc or f"{host}:8001",
-                           cluster.triton_metrics_url or f"{scheme}://{host}:8002/metrics")
+    return TritonEndpoints(
+        cluster.triton_url.rstrip("/"),
+        cluster.triton_grpc or f"{host}:8001",
+        cluster.triton_metrics_url or f"{scheme}://{host}:8002/metrics",
+    )
 
 
 class ClusterServer:
@@ -140,7 +155,8 @@ class ClusterServer:
     def _refuse(self, what: str) -> None:
         raise UnsupportedOnCluster(
             f"--target k8s: the scenario wants to {what} Triton of {self.name}; the gate does that only to "
-            f"servers it started itself. Run it with --target local or --target docker.")
+            f"servers it started itself. Run it with --target local or --target docker."
+        )
 
     def kill(self) -> None:
         self._refuse("kill")
@@ -174,14 +190,17 @@ class ClusterStack:
             raise GateError(
                 f"--target k8s: environments {missing} of {platform.path} have no `cluster:` section; expected "
                 f"per environment at least `cluster: {{triton_url: http://triton.<namespace>.svc:8000}}` "
-                f"(and prometheus_url, alertmanager_url, model_repository for the checks that use them).")
+                f"(and prometheus_url, alertmanager_url, model_repository for the checks that use them)."
+            )
         self.platform = platform
         self.environments: Dict[str, Environment] = {}
         for name, spec in platform.environments.items():
             cluster = spec.cluster
             assert cluster is not None
             repository = Path(cluster.model_repository) if cluster.model_repository else None
-            self.environments[name] = Environment.serving(name, repository, ClusterServer(name, triton_endpoints(cluster)))
+            self.environments[name] = Environment.serving(
+                name, repository, ClusterServer(name, triton_endpoints(cluster))
+            )
         self.timings: Dict[str, float] = {}
         uri = platform.spec.registry.mlflow_url if platform.spec.registry else environ.get("MLFLOW_TRACKING_URI")
         self.mlflow = ClusterMlflow(uri)
@@ -191,15 +210,19 @@ class ClusterStack:
         from suite.registry import Registry
 
         if not self.mlflow.uri:
-            raise GateError(f"--target k8s: no MLflow to deploy from; expected `registry: {{mlflow_url: ...}}` in "
-                            f"{self.platform.path} or MLFLOW_TRACKING_URI in the environment, saw neither.")
+            raise GateError(
+                f"--target k8s: no MLflow to deploy from; expected `registry: {{mlflow_url: ...}}` in "
+                f"{self.platform.path} or MLFLOW_TRACKING_URI in the environment, saw neither."
+            )
         if self._registry is None:
             self._registry = Registry(self.mlflow.uri)
         return self._registry
 
     def extra_environment(self, name: str, repository: Path) -> Environment:
-        raise UnsupportedOnCluster("--target k8s: extra environments (make_environment) start embedded Triton "
-                                   "servers; expected --target local or docker for the scenarios that need them.")
+        raise UnsupportedOnCluster(
+            "--target k8s: extra environments (make_environment) start embedded Triton "
+            "servers; expected --target local or docker for the scenarios that need them."
+        )
 
     def describe(self) -> Dict[str, str]:
         return {"cluster": "the platform's own, read through the manifest's `cluster:` endpoints"}
@@ -238,10 +261,17 @@ class ClusterTarget:
         return load_client(self.options.kubeconfig, self.options.kube_context)
 
     def monitoring(self, platform: Platform, stack: ClusterStack, workdir: Path) -> "ClusterMonitoringSet":
-        return ClusterMonitoringSet({
-            name: ClusterMonitoring(name, spec.release, spec.cluster.prometheus_url if spec.cluster else None,
-                                    spec.cluster.alertmanager_url if spec.cluster else None)
-            for name, spec in platform.environments.items()})
+        return ClusterMonitoringSet(
+            {
+                name: ClusterMonitoring(
+                    name,
+                    spec.release,
+                    spec.cluster.prometheus_url if spec.cluster else None,
+                    spec.cluster.alertmanager_url if spec.cluster else None,
+                )
+                for name, spec in platform.environments.items()
+            }
+        )
 
     def committed_version(self, stack: ClusterStack, model: str, env: str) -> int:
         """The smoke never deploys: it reads what the platform committed, or says what is missing."""
@@ -249,14 +279,18 @@ class ClusterTarget:
 
         repository = stack.environments[env].repository
         if repository is None:
-            raise NotCommitted(f"--target k8s: {env} names no `cluster.model_repository` in the manifest; expected "
-                               f"the path where the gate's pod mounts the model repository PVC, to read current.json",
-                               skip=True)
+            raise NotCommitted(
+                f"--target k8s: {env} names no `cluster.model_repository` in the manifest; expected "
+                f"the path where the gate's pod mounts the model repository PVC, to read current.json",
+                skip=True,
+            )
         current = ModelFolder(repository, model).read_current()
         if current is None:
-            raise NotCommitted(f"--target k8s: {env} has no committed version: expected {repository}/{model}/"
-                               f"current.json (written by the deploy path), found none. Deploy first; the k8s "
-                               f"smoke subset never deploys.")
+            raise NotCommitted(
+                f"--target k8s: {env} has no committed version: expected {repository}/{model}/"
+                f"current.json (written by the deploy path), found none. Deploy first; the k8s "
+                f"smoke subset never deploys."
+            )
         return current.active_version
 
 
@@ -323,16 +357,26 @@ class ClusterMonitoringSet:
 
 def target_problems(targets: List[dict], namespace: str, other_namespaces: List[str]) -> List[str]:
     """The env's Triton targets are up and no target of another env is scraped."""
-    own = [t for t in targets if t.get("labels", {}).get("namespace") == namespace
-           and t.get("labels", {}).get("job") == "triton"]
+    own = [
+        t
+        for t in targets
+        if t.get("labels", {}).get("namespace") == namespace and t.get("labels", {}).get("job") == "triton"
+    ]
     problems = []
     if not own:
-        problems.append(f"no job=triton target in namespace {namespace}; active targets: "
-                        f"{[t.get('labels') for t in targets]}")
-    problems += [f"target {t.get('scrapeUrl')} is {t.get('health')}: {t.get('lastError')}"
-                 for t in own if t.get("health") != "up"]
-    problems += [f"also scrapes the other environment: {t.get('labels')}"
-                 for t in targets if t.get("labels", {}).get("namespace") in other_namespaces]
+        problems.append(
+            f"no job=triton target in namespace {namespace}; active targets: {[t.get('labels') for t in targets]}"
+        )
+    problems += [
+        f"target {t.get('scrapeUrl')} is {t.get('health')}: {t.get('lastError')}"
+        for t in own
+        if t.get("health") != "up"
+    ]
+    problems += [
+        f"also scrapes the other environment: {t.get('labels')}"
+        for t in targets
+        if t.get("labels", {}).get("namespace") in other_namespaces
+    ]
     return problems
 
 

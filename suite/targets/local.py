@@ -1,5 +1,6 @@
 """`--target local`, the default: the embedded stack, an MLflow server and one Triton server per
 environment, processes on this machine (suite/processes.py)."""
+
 from __future__ import annotations
 
 import time
@@ -73,8 +74,12 @@ class LocalStack:
         """Start MLflow and every Triton in parallel: start-up costs the slowest one, not the sum."""
         begin = time.perf_counter()
         self.runtime.prepare()
-        servers = {name: TritonServer(name, self.runtime, self.repository_root / name,
-                                      self.workdir / "logs" / f"triton-{name}.log") for name in self.env_names}
+        servers = {
+            name: TritonServer(
+                name, self.runtime, self.repository_root / name, self.workdir / "logs" / f"triton-{name}.log"
+            )
+            for name in self.env_names
+        }
         self._servers = list(servers.values())
         jobs = {"mlflow": self.mlflow.start}
         jobs.update({f"triton-{n}": server.start for n, server in servers.items()})
@@ -101,8 +106,11 @@ class LocalStack:
         """A description, with the log tail, of every server that is no longer running."""
         servers = [(f"tritonserver[{server.name}]", server.process) for server in self._servers]
         servers.append(("mlflow server", self.mlflow.process))
-        return [f"{name} exited unexpectedly ({proc.exit_status()}). Last lines of its log {proc.log_path}:\n{proc.log_tail()}"
-                for name, proc in servers if proc is not None and not proc.running()]
+        return [
+            f"{name} exited unexpectedly ({proc.exit_status()}). Last lines of its log {proc.log_path}:\n{proc.log_tail()}"
+            for name, proc in servers
+            if proc is not None and not proc.running()
+        ]
 
     def describe(self) -> Dict[str, str]:
         from suite import versions

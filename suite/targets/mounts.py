@@ -2,6 +2,7 @@
 on the host while Triton runs in a container, which sees those mounts only through an `rslave`
 bind, and Docker accepts `rslave` only from a shared or slave mount (`/` is private on these
 machines)."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ class MountError(GateError):
 @dataclass(frozen=True)
 class Mount:
     point: Path
-    propagation: str   # "shared", "slave" or "private"
+    propagation: str  # "shared", "slave" or "private"
 
 
 def _unescape(field: str) -> str:
@@ -36,7 +37,7 @@ def mounts(mountinfo: Optional[str] = None) -> List[Mount]:
         fields = line.split()
         if "-" not in fields:
             continue
-        optional = fields[6:fields.index("-")]
+        optional = fields[6 : fields.index("-")]
         if any(f.startswith("shared:") for f in optional):
             propagation = "shared"
         elif any(f.startswith("master:") for f in optional):
@@ -73,7 +74,8 @@ def propagating(folder: Path) -> Iterator[Optional[Path]]:
         raise MountError(
             f"--target docker: {folder} is on the private mount {mount.point}; expected a shared or slave "
             f"mount (Triton's container sees the fault scenarios' mounts through an rslave bind). As root run "
-            f"`mount --bind {folder} {folder} && mount --make-shared {folder}`, or run the gate as root.")
+            f"`mount --bind {folder} {folder} && mount --make-shared {folder}`, or run the gate as root."
+        )
     subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
     try:
         subprocess.run(["mount", "--make-shared", str(folder)], check=True)

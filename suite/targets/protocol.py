@@ -4,6 +4,7 @@ The pytest fixtures only talk to these two interfaces; they never ask which targ
 A new target is one module with a class satisfying `Target` (and a `Stack` it starts) plus one
 line in `suite.targets.TARGETS`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ class TargetOptions:
 
 
 class Mlflow(Protocol):
-    uri: Optional[str]                # None: a cluster whose manifest names no registry
-    artifacts_root: Optional[Path]    # the registry's artifact folder, when the gate can reach it
+    uri: Optional[str]  # None: a cluster whose manifest names no registry
+    artifacts_root: Optional[Path]  # the registry's artifact folder, when the gate can reach it
 
 
 class Stack(Protocol):
@@ -36,7 +37,7 @@ class Stack(Protocol):
 
     environments: Dict[str, Environment]
     mlflow: Mlflow
-    timings: Dict[str, float]         # start-up seconds by part, for the reports
+    timings: Dict[str, float]  # start-up seconds by part, for the reports
 
     def registry(self) -> Registry: ...
 
@@ -63,8 +64,8 @@ class Monitoring(Protocol):
 
 
 class Target(Protocol):
-    name: ClassVar[str]               # the `--target` value
-    title: ClassVar[str]              # what messages call its stack: "the embedded stack did not start"
+    name: ClassVar[str]  # the `--target` value
+    title: ClassVar[str]  # what messages call its stack: "the embedded stack did not start"
     options: TargetOptions
     # False: the platform is shared and long-lived, the gate reads what it committed, never deploys.
     deploys: ClassVar[bool]

@@ -1,4 +1,5 @@
 """The seeded-defect catalogue: realistic platform defects, each with the scenario that must catch it."""
+
 from __future__ import annotations
 
 from typing import List

@@ -1,4 +1,5 @@
 """The builtin deploy command with one seeded defect, run as a platform's own deployer."""
+
 from __future__ import annotations
 
 # Usage (as `deployer: {command: ...}`): python seeded_deployer.py <defect> [extra deploy options]
@@ -22,28 +23,36 @@ from suite.model_repo import Current, ModelFolder
 def http_200_smoke() -> DeploySteps:
     """The seed's smoke check: any answer is a pass, the outputs are never compared (the same
     check proves the live model at commit, so it goes live there too)."""
+
     def answered(ctx: DeployContext, model: str, version: int) -> None:
-        ctx.environment.triton.infer(model, ctx.golden.inputs, list(ctx.golden.expected), version=version,
-                                timeout=ctx.settings.smoke_timeout)
+        ctx.environment.triton.infer(
+            model, ctx.golden.inputs, list(ctx.golden.expected), version=version, timeout=ctx.settings.smoke_timeout
+        )
+
     return replace(DEFAULT_STEPS, golden_check=answered)
 
 
 def no_version_policy() -> DeploySteps:
     """config.pbtxt keeps Triton's default policy (latest: 1) instead of pinning the version."""
+
     def unpinned(ctx: DeployContext) -> None:
         DEFAULT_STEPS.materialize(ctx)
         ctx.config.ClearField("version_policy")
+
     return replace(DEFAULT_STEPS, materialize=unpinned)
 
 
 def rollback_only_on_load() -> DeploySteps:
     """Rollback is wired to load/ready failures; a version failing smoke or commit stays."""
+
     def wired(step: Callable[[DeployContext], str]) -> Callable[[DeployContext], str]:
         def after_load_only(ctx: DeployContext) -> str:
             if ctx.failed_stage in (None, "load", "ready"):  # None: `recover` after a crash, left as it was
                 return step(ctx)
             return f"not run: rollback is wired to load/ready failures, this one failed at {ctx.failed_stage}"
+
         return after_load_only
+
     return replace(DEFAULT_STEPS, **{name: wired(getattr(DEFAULT_STEPS, name)) for name in ROLLBACK_STEPS})
 
 
@@ -93,6 +102,7 @@ def no_lock() -> DeploySteps:
 
 def no_candidate() -> DeploySteps:
     """The new version is loaded straight into the live model: users get it before it is proven."""
+
     def load_live(ctx: DeployContext) -> None:
         load_version(ctx, ctx.model, ctx.config, ctx.version)
 
@@ -101,13 +111,24 @@ def no_candidate() -> DeploySteps:
 
     def smoke_live(ctx: DeployContext) -> None:
         ctx.steps.golden_check(ctx, ctx.model, ctx.version)
+
     # Commit and rollback still unload the candidate name, which was never loaded: a no-op.
     return replace(DEFAULT_STEPS, load=load_live, ready=ready_live, smoke=smoke_live)
 
 
-SEEDED: Dict[str, Callable[[], DeploySteps]] = {f.__name__.replace("_", "-"): f for f in [
-    http_200_smoke, no_version_policy, rollback_only_on_load, delete_failed_version, current_json_in_place,
-    materialize_in_place, no_lock, no_candidate]}
+SEEDED: Dict[str, Callable[[], DeploySteps]] = {
+    f.__name__.replace("_", "-"): f
+    for f in [
+        http_200_smoke,
+        no_version_policy,
+        rollback_only_on_load,
+        delete_failed_version,
+        current_json_in_place,
+        materialize_in_place,
+        no_lock,
+        no_candidate,
+    ]
+}
 # Defects that replace no step: the same path, run with other settings or another exit status.
 PLAIN = {"exit-0-always", "smoke-timeout-30s"}
 
@@ -116,8 +137,11 @@ def run(defect: str, extra: list) -> int:
     if defect not in SEEDED and defect not in PLAIN:
         raise SystemExit(f"unknown defect {defect!r}: one of {sorted(SEEDED) + sorted(PLAIN)}")
     steps = SEEDED[defect]() if defect in SEEDED else DEFAULT_STEPS
-    which = ["--version", os.environ["GATE_VERSION"]] if os.environ.get("GATE_VERSION") \
+    which = (
+        ["--version", os.environ["GATE_VERSION"]]
+        if os.environ.get("GATE_VERSION")
         else ["--alias", os.environ.get("GATE_ALIAS") or "A"]
+    )
     if defect == "smoke-timeout-30s":
         extra = ["--smoke-timeout", "30", *extra]
     status = main(["deploy", "--env", os.environ["GATE_ENV"], *which, *extra], steps=steps)

@@ -8,6 +8,7 @@ makes current.json name a version Triton does not serve.
 
 Usage: python late_alias.py   (reads the GATE_* variables and MLFLOW_TRACKING_URI)
 """
+
 import json
 import os
 import shutil
@@ -49,10 +50,13 @@ def config_for(name, version, onnx_file):
     if path.exists():
         text_format.Parse(path.read_text(), config)
     else:  # first deploy here: the iris classifier's signature
-        text_format.Parse('platform: "onnxruntime_onnx" max_batch_size: 0 '
-                          'input { name: "input" data_type: TYPE_FP32 dims: [-1, 4] } '
-                          'output { name: "label" data_type: TYPE_INT64 dims: [-1] } '
-                          'output { name: "probabilities" data_type: TYPE_FP32 dims: [-1, 3] }', config)
+        text_format.Parse(
+            'platform: "onnxruntime_onnx" max_batch_size: 0 '
+            'input { name: "input" data_type: TYPE_FP32 dims: [-1, 4] } '
+            'output { name: "label" data_type: TYPE_INT64 dims: [-1] } '
+            'output { name: "probabilities" data_type: TYPE_FP32 dims: [-1, 3] }',
+            config,
+        )
     config.name = name
     config.version_policy.Clear()
     config.version_policy.specific.versions.append(version)
@@ -122,8 +126,9 @@ def deploy():
         os.rename(staging, target)
     candidate = config_for(CANDIDATE, version, target / "model.onnx")
     try:
-        triton.load_model(CANDIDATE, config=json_format.MessageToJson(candidate),
-                          files={f"file:{version}/model.onnx": onnx_bytes})
+        triton.load_model(
+            CANDIDATE, config=json_format.MessageToJson(candidate), files={f"file:{version}/model.onnx": onnx_bytes}
+        )
         wait_ready(CANDIDATE, version)
         if not golden_ok(CANDIDATE, version):
             raise RuntimeError("the candidate's labels differ from the golden set")
@@ -147,10 +152,16 @@ def deploy():
         return 1
     (FOLDER / "config.pbtxt").write_text(text_format.MessageToString(live))
     recorded = which_version()  # what the alias points at now, for the record
-    write_json(current_path, {"active_version": int(recorded.version), "run_id": recorded.run_id,
-                              "alias": os.environ.get("GATE_ALIAS", ""),
-                              "updated_at_utc": time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
-                              "deployer": "late_alias.py"})
+    write_json(
+        current_path,
+        {
+            "active_version": int(recorded.version),
+            "run_id": recorded.run_id,
+            "alias": os.environ.get("GATE_ALIAS", ""),
+            "updated_at_utc": time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
+            "deployer": "late_alias.py",
+        },
+    )
     print(f"deployed v{version}")
     return 0
 

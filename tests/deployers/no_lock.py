@@ -9,6 +9,7 @@ share one candidate name.
 
 Usage: python no_lock.py   (reads the GATE_* variables and MLFLOW_TRACKING_URI)
 """
+
 import base64
 import json
 import os
@@ -68,21 +69,30 @@ def model_bytes(version):
 
 
 def config_text(name, version):
-    return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
-            'input [ { name: "input" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]\n'
-            'output [ { name: "label" data_type: TYPE_INT64 dims: [ -1 ] },\n'
-            '         { name: "probabilities" data_type: TYPE_FP32 dims: [ -1, 3 ] } ]\n'
-            f'version_policy: {{ specific: {{ versions: [ {version} ] }} }}\n')
+    return (
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
+        'input [ { name: "input" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]\n'
+        'output [ { name: "label" data_type: TYPE_INT64 dims: [ -1 ] },\n'
+        '         { name: "probabilities" data_type: TYPE_FP32 dims: [ -1, 3 ] } ]\n'
+        f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}\n"
+    )
 
 
 def config_json(version, name):
     """Triton's load API wants JSON: the few fields this model needs, written out."""
-    return json.dumps({
-        "name": name, "platform": "onnxruntime_onnx", "max_batch_size": 0,
-        "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}],
-        "output": [{"name": "label", "data_type": "TYPE_INT64", "dims": [-1]},
-                   {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, 3]}],
-        "version_policy": {"specific": {"versions": [version]}}})
+    return json.dumps(
+        {
+            "name": name,
+            "platform": "onnxruntime_onnx",
+            "max_batch_size": 0,
+            "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}],
+            "output": [
+                {"name": "label", "data_type": "TYPE_INT64", "dims": [-1]},
+                {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, 3]},
+            ],
+            "version_policy": {"specific": {"versions": [version]}},
+        }
+    )
 
 
 def load(name, version=None, files=None):
@@ -91,8 +101,12 @@ def load(name, version=None, files=None):
         parameters["config"] = config_json(version, name)
     for path, data in (files or {}).items():
         parameters[path] = base64.b64encode(data).decode()
-    status, body = http("POST", f"{TRITON}/v2/repository/models/{name}/load",
-                        {"parameters": parameters} if parameters else {}, timeout=180)
+    status, body = http(
+        "POST",
+        f"{TRITON}/v2/repository/models/{name}/load",
+        {"parameters": parameters} if parameters else {},
+        timeout=180,
+    )
     if status != 200:
         raise Failed(f"load of {name}: {body[:300]!r}")
 
@@ -112,8 +126,10 @@ def ready(name, version, seconds=20):
 
 def answers_golden(name, version):
     rows = GOLDEN["inputs"]["input"]["data"]
-    body = {"inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": sum(rows, [])}],
-            "outputs": [{"name": "label"}]}
+    body = {
+        "inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": sum(rows, [])}],
+        "outputs": [{"name": "label"}],
+    }
     status, answer = http("POST", f"{TRITON}/v2/models/{name}/versions/{version}/infer", body, timeout=2)
     if status != 200:
         raise Failed(f"smoke: {status} {answer[:200]!r}")
@@ -135,8 +151,9 @@ def replace_file(path, data):
 
 def main():
     FOLDER.mkdir(parents=True, exist_ok=True)
-    snapshot = {name: (FOLDER / name).read_bytes() for name in ("current.json", "config.pbtxt")
-                if (FOLDER / name).exists()}
+    snapshot = {
+        name: (FOLDER / name).read_bytes() for name in ("current.json", "config.pbtxt") if (FOLDER / name).exists()
+    }
     committed = json.loads(snapshot["current.json"])["active_version"] if "current.json" in snapshot else None
     try:
         mv = registry_version()
@@ -173,8 +190,13 @@ def main():
         load(MODEL)
         ready(MODEL, version)
         unload(CANDIDATE)
-        body = {"active_version": version, "run_id": mv.get("run_id", ""), "alias": os.environ.get("GATE_ALIAS", ""),
-                "updated_at_utc": STAMP, "previous": committed}
+        body = {
+            "active_version": version,
+            "run_id": mv.get("run_id", ""),
+            "alias": os.environ.get("GATE_ALIAS", ""),
+            "updated_at_utc": STAMP,
+            "previous": committed,
+        }
         replace_file(FOLDER / "current.json", (json.dumps(body) + "\n").encode())
     except (Failed, OSError) as exc:
         print(f"deploy of v{version} failed: {exc}; putting back the snapshot taken at start")

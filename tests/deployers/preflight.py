@@ -8,6 +8,7 @@ own. `--recover` makes the repository agree with current.json again after a cras
 
 Usage: python preflight.py [--recover]   (reads the GATE_* variables and MLFLOW_TRACKING_URI)
 """
+
 import datetime
 import fcntl
 import hashlib
@@ -100,8 +101,10 @@ def preflight(model_bytes):
         dims = [d if isinstance(d, int) else -1 for d in actual.shape]
         kind = model_config_pb2.DataType.Name(declared.data_type)
         if (declared.name, list(declared.dims), DTYPES.get(kind)) != (actual.name, dims, actual.type):
-            raise Rejected(f"input {actual.name} {dims} {actual.type} does not match config.pbtxt "
-                           f"({declared.name} {list(declared.dims)} {kind})")
+            raise Rejected(
+                f"input {actual.name} {dims} {actual.type} does not match config.pbtxt "
+                f"({declared.name} {list(declared.dims)} {kind})"
+            )
     rows = np.array(GOLDEN["inputs"]["input"]["data"], dtype=np.float32)
     began = time.perf_counter()
     labels = session.run(["label"], {session.get_inputs()[0].name: rows})[0].tolist()
@@ -124,9 +127,14 @@ def serving(version, seconds=30):
         ok = requests.get(f"{TRITON}/v2/models/{MODEL}/versions/{version}/ready", timeout=5).status_code == 200
         if ok:
             rows = GOLDEN["inputs"]["input"]["data"]
-            answer = requests.post(f"{TRITON}/v2/models/{MODEL}/versions/{version}/infer", timeout=5, json={
-                "inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": sum(rows, [])}],
-                "outputs": [{"name": "label"}]})
+            answer = requests.post(
+                f"{TRITON}/v2/models/{MODEL}/versions/{version}/infer",
+                timeout=5,
+                json={
+                    "inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": sum(rows, [])}],
+                    "outputs": [{"name": "label"}],
+                },
+            )
             answer.raise_for_status()
             if answer.json()["outputs"][0]["data"] == GOLDEN["expected"]["label"]["data"]:
                 return
@@ -190,9 +198,16 @@ def deploy():
             keep_failed(target, version)
         raise
     put(FOLDER / "config.pbtxt", text_format.MessageToString(pinned(version)).encode())
-    record = {"active_version": version, "alias": os.environ.get("GATE_ALIAS", ""), "run_id": mv.get("run_id", ""),
-              "updated_at_utc": now().strftime("%Y%m%dT%H%M%S"), "deployed_at": now().isoformat(),
-              "model_sha256": digest, "previous_version": committed, "tool": "preflight.py"}
+    record = {
+        "active_version": version,
+        "alias": os.environ.get("GATE_ALIAS", ""),
+        "run_id": mv.get("run_id", ""),
+        "updated_at_utc": now().strftime("%Y%m%dT%H%M%S"),
+        "deployed_at": now().isoformat(),
+        "model_sha256": digest,
+        "previous_version": committed,
+        "tool": "preflight.py",
+    }
     put(FOLDER / "current.json", json.dumps(record, sort_keys=True, separators=(",", ":")).encode())
     print(f"deployed v{version} ({digest[:12]})")
 

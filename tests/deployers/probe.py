@@ -6,6 +6,7 @@ folder, loads it as a candidate, and watches Triton for a moment; every answer a
 the JSON file named by PROBE_REPORT (which the gate passes only through the manifest's pass_env).
 It always exits 1, so the gate rolls nothing forward.
 """
+
 import hashlib
 import json
 import os
@@ -19,10 +20,15 @@ REPORT = Path(os.environ["PROBE_REPORT"])
 MODEL = os.environ["GATE_MODEL"]
 MLFLOW = os.environ["MLFLOW_TRACKING_URI"].rstrip("/")
 TRITON = os.environ["GATE_TRITON_URL"].rstrip("/")
-CONFIG = {"platform": "onnxruntime_onnx", "max_batch_size": 0,
-          "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}],
-          "output": [{"name": "label", "data_type": "TYPE_INT64", "dims": [-1]},
-                     {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, 3]}]}
+CONFIG = {
+    "platform": "onnxruntime_onnx",
+    "max_batch_size": 0,
+    "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}],
+    "output": [
+        {"name": "label", "data_type": "TYPE_INT64", "dims": [-1]},
+        {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, 3]},
+    ],
+}
 seen = {"environment": dict(os.environ)}
 
 
@@ -46,8 +52,12 @@ def registry():
 
 def download():
     version = os.environ.get("GATE_VERSION") or seen.get("registry", {}).get("version")
-    response = requests.get(f"{MLFLOW}/model-versions/get-artifact", stream=True, timeout=30,
-                            params={"path": "model.onnx", "name": MODEL, "version": version})
+    response = requests.get(
+        f"{MLFLOW}/model-versions/get-artifact",
+        stream=True,
+        timeout=30,
+        params={"path": "model.onnx", "name": MODEL, "version": version},
+    )
     received = bytearray()
     try:
         for chunk in response.iter_content(4096):
@@ -56,8 +66,13 @@ def download():
     except requests.RequestException as exc:
         complete = f"{type(exc).__name__}: {str(exc)[:200]}"
     seen["model"] = bytes(received)
-    return {"status": response.status_code, "declared": int(response.headers.get("Content-Length", -1)),
-            "received": len(received), "sha256": hashlib.sha256(received).hexdigest(), "complete": complete}
+    return {
+        "status": response.status_code,
+        "declared": int(response.headers.get("Content-Length", -1)),
+        "received": len(received),
+        "sha256": hashlib.sha256(received).hexdigest(),
+        "complete": complete,
+    }
 
 
 def write_version():
@@ -70,9 +85,14 @@ def write_version():
 
 def load_candidate():
     version = int(os.environ.get("GATE_VERSION") or 0)
-    body = {"parameters": {"config": json.dumps({**CONFIG, "name": "probe-candidate",
-                                                  "version_policy": {"specific": {"versions": [version]}}}),
-                           f"file:{version}/model.onnx": __import__("base64").b64encode(seen.get("model") or b"").decode()}}
+    body = {
+        "parameters": {
+            "config": json.dumps(
+                {**CONFIG, "name": "probe-candidate", "version_policy": {"specific": {"versions": [version]}}}
+            ),
+            f"file:{version}/model.onnx": __import__("base64").b64encode(seen.get("model") or b"").decode(),
+        }
+    }
     response = requests.post(f"{TRITON}/v2/repository/models/probe-candidate/load", json=body, timeout=60)
     return {"status": response.status_code}
 

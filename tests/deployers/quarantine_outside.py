@@ -8,6 +8,7 @@ the committed one after a rollback to an older version.
 
 Usage: python quarantine_outside.py   (reads the GATE_* variables and MLFLOW_TRACKING_URI)
 """
+
 import datetime
 import fcntl
 import hashlib
@@ -62,8 +63,11 @@ def resolve():
 
 
 def download(version, into):
-    response = requests.get(f"{MLFLOW}/model-versions/get-artifact",
-                            params={"path": "model.onnx", "name": MODEL, "version": version}, timeout=60)
+    response = requests.get(
+        f"{MLFLOW}/model-versions/get-artifact",
+        params={"path": "model.onnx", "name": MODEL, "version": version},
+        timeout=60,
+    )
     response.raise_for_status()
     (into / "model.onnx").write_bytes(response.content)
 
@@ -83,8 +87,17 @@ def wait_ready(name, version=None, seconds=30):
 
 
 def smoke(name, version):
-    body = {"inputs": [{"name": "input", "shape": [len(SAMPLES), 4], "datatype": "FP32",
-                        "data": [x for row in SAMPLES for x in row]}], "outputs": [{"name": "label"}]}
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [len(SAMPLES), 4],
+                "datatype": "FP32",
+                "data": [x for row in SAMPLES for x in row],
+            }
+        ],
+        "outputs": [{"name": "label"}],
+    }
     response = triton("POST", f"/v2/models/{name}/versions/{version}/infer", json=body, timeout=5)
     response.raise_for_status()
     labels = response.json()["outputs"][0]["data"]
@@ -156,8 +169,13 @@ def deploy():
     if response.status_code != 200:
         raise RuntimeError(f"live load refused: {response.text[:300]}")
     wait_ready(MODEL)
-    current = {"active_version": version, "run_id": mv.get("run_id", ""), "alias": os.environ.get("GATE_ALIAS", ""),
-               "updated_at_utc": utc(), "deployed_by": "quarantine_outside.py"}
+    current = {
+        "active_version": version,
+        "run_id": mv.get("run_id", ""),
+        "alias": os.environ.get("GATE_ALIAS", ""),
+        "updated_at_utc": utc(),
+        "deployed_by": "quarantine_outside.py",
+    }
     write_atomically(MODEL_DIR / "current.json", json.dumps(current, indent=2) + "\n")
     triton("POST", f"/v2/repository/models/{CANARY}/unload")
     shutil.rmtree(canary_dir, ignore_errors=True)

@@ -7,6 +7,7 @@ and in the NGC container. Like the native backend it honours the config (tensors
 type, `max_batch_size`, `default_model_filename`) and refuses, at load, a config that does not
 match the graph.
 """
+
 import json
 import os
 
@@ -16,9 +17,15 @@ import triton_python_backend_utils as pb_utils
 
 # Triton config data types -> ONNX Runtime type strings.
 _ORT_TYPES = {
-    "TYPE_FP32": "tensor(float)", "TYPE_FP64": "tensor(double)", "TYPE_FP16": "tensor(float16)",
-    "TYPE_INT64": "tensor(int64)", "TYPE_INT32": "tensor(int32)", "TYPE_INT8": "tensor(int8)",
-    "TYPE_UINT8": "tensor(uint8)", "TYPE_BOOL": "tensor(bool)", "TYPE_STRING": "tensor(string)",
+    "TYPE_FP32": "tensor(float)",
+    "TYPE_FP64": "tensor(double)",
+    "TYPE_FP16": "tensor(float16)",
+    "TYPE_INT64": "tensor(int64)",
+    "TYPE_INT32": "tensor(int32)",
+    "TYPE_INT8": "tensor(int8)",
+    "TYPE_UINT8": "tensor(uint8)",
+    "TYPE_BOOL": "tensor(bool)",
+    "TYPE_STRING": "tensor(string)",
 }
 
 
@@ -51,11 +58,13 @@ class TritonPythonModel:
         options.intra_op_num_threads = 1  # the instance group gives the parallelism
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         max_batch = int(config.get("max_batch_size", 0))
-        problems = _mismatches("input", config["input"], self.session.get_inputs(), max_batch) + \
-            _mismatches("output", config["output"], self.session.get_outputs(), max_batch)
+        problems = _mismatches("input", config["input"], self.session.get_inputs(), max_batch) + _mismatches(
+            "output", config["output"], self.session.get_outputs(), max_batch
+        )
         if problems:
             raise pb_utils.TritonModelException(
-                f"config of '{config['name']}' does not match model {path}: " + "; ".join(problems))
+                f"config of '{config['name']}' does not match model {path}: " + "; ".join(problems)
+            )
         self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
         self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]]
 
@@ -64,13 +73,17 @@ class TritonPythonModel:
         names = [n for n, _ in self.outputs]
         for request in requests:
             try:
-                feeds = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy().astype(t, copy=False)
-                         for n, t in self.inputs}
+                feeds = {
+                    n: pb_utils.get_input_tensor_by_name(request, n).as_numpy().astype(t, copy=False)
+                    for n, t in self.inputs
+                }
                 results = self.session.run(names, feeds)
-                tensors = [pb_utils.Tensor(n, np.ascontiguousarray(v, dtype=t))
-                           for (n, t), v in zip(self.outputs, results)]
+                tensors = [
+                    pb_utils.Tensor(n, np.ascontiguousarray(v, dtype=t)) for (n, t), v in zip(self.outputs, results)
+                ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as exc:  # one bad request must not fail the others in the batch
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"onnxruntime: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"onnxruntime: {exc}"))
+                )
         return responses
