@@ -1,4 +1,4 @@
-"""The bench's table: medians, targets and the stage-against-floor verdicts."""
+"""The bench's table: medians, goals and the stage-against-floor verdicts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _summary(seconds_by_module, stage_median=1.0, smoke_calls=(0.5, 0.7)):
     }
 
 
-def test_table_gives_medians_and_judges_each_target():
+def test_table_gives_medians_and_judges_each_goal():
     stages = {"suite": {s: [1.0, 1.1, 1.2] for s in STAGES}, "floor": {s: [1.0, 1.0, 1.0] for s in STAGES}}
     stages["suite"]["commit"] = [3.0, 3.0, 3.0]  # 3x its floor: missed
     runs = [{"wall_s": w, "exit": 0, "summary": _summary({"test_a.py": 10.0, "test_b.py": 30.0})} for w in (70, 90, 80)]

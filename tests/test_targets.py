@@ -640,6 +640,7 @@ from suite.targets.protocol import TargetOptions
 
 class WorkdirTarget:
     name, title, deploys, guarded = "workdir", "workdir stack", True, False
+    accepts = ("allow_destructive",)
 
     def __init__(self, options: TargetOptions):
         self.options = options

@@ -17,8 +17,12 @@ TARGETS: Dict[str, str] = {
 }
 
 
-def load_target(name: str, options: "TargetOptions") -> "Target":
+def target_class(name: str) -> type:
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}; expected one of {sorted(TARGETS)}")
     module, _, cls = TARGETS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(options)
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_target(name: str, options: "TargetOptions") -> "Target":
+    return target_class(name)(options)

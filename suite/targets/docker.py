@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import requests
 
@@ -18,7 +18,7 @@ from suite.processes import free_port
 from suite.run_id import new_run_id
 from suite.targets.engine import SESSION_LABEL, SESSION_VARIABLE
 from suite.targets.mounts import propagating
-from suite.targets.protocol import TargetOptions
+from suite.targets.protocol import TargetBase
 from suite.timings import CONTAINER_POLL_S, CONTAINER_READY_S
 from suite.triton_server import TritonEndpoints
 from suite.waiting import WaitTimeout, wait_for
@@ -504,7 +504,7 @@ class DockerStack:
         self._mounts.close()
 
 
-class DockerTarget:
+class DockerTarget(TargetBase):
     """The embedded stack's servers as containers of a Docker engine (`make images` builds them);
     thrown away at the end like the embedded stack."""
 
@@ -512,16 +512,10 @@ class DockerTarget:
     title: ClassVar[str] = "docker stack"
     deploys: ClassVar[bool] = True
     guarded: ClassVar[bool] = False
+    accepts: ClassVar[Tuple[str, ...]] = (*TargetBase.accepts, "triton_image")
 
-    def __init__(self, options: TargetOptions = TargetOptions()):
-        self.options = options
-        self._problem: Optional[str] = None
-        self._probed = False
-
-    def problem(self) -> Optional[str]:
-        if not self._probed:
-            self._problem, self._probed = engine_problem(), True
-        return self._problem
+    def probe(self) -> Optional[str]:
+        return engine_problem()
 
     def start_stack(self, platform: "Platform", workdir: Path) -> DockerStack:
         images = Images.choose(platform.spec.images, self.options.triton_image)
@@ -539,6 +533,3 @@ class DockerTarget:
         from suite.monitoring_stack import for_platform
 
         return for_platform(platform, stack.environments, workdir, containers=stack.plan)
-
-    def committed_version(self, stack: DockerStack, model: str, env: str) -> int:
-        raise NotImplementedError("the docker target deploys: the baseline knows what it committed")

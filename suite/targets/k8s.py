@@ -6,7 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -14,7 +14,7 @@ import requests
 from suite.environment import Environment
 from suite.errors import GateError
 from suite.platform import ClusterEndpoints, Platform
-from suite.targets.protocol import TargetOptions
+from suite.targets.protocol import TargetBase
 from suite.triton_client import TritonControl
 from suite.triton_server import TritonEndpoints
 
@@ -234,7 +234,7 @@ class ClusterStack:
         pass
 
 
-class ClusterTarget:
+class ClusterTarget(TargetBase):
     """A running cluster: nothing is started or stopped, destructive scenarios are refused on
     protected environments, and the smoke subset reads what the platform committed."""
 
@@ -242,16 +242,10 @@ class ClusterTarget:
     title: ClassVar[str] = "cluster"
     deploys: ClassVar[bool] = False
     guarded: ClassVar[bool] = True
+    accepts: ClassVar[Tuple[str, ...]] = (*TargetBase.accepts, "kubeconfig", "kube_context")
 
-    def __init__(self, options: TargetOptions = TargetOptions()):
-        self.options = options
-        self._problem: Optional[str] = None
-        self._probed = False
-
-    def problem(self) -> Optional[str]:
-        if not self._probed:
-            self._problem, self._probed = cluster_problem(self.options.kubeconfig, self.options.kube_context), True
-        return self._problem
+    def probe(self) -> Optional[str]:
+        return cluster_problem(self.options.kubeconfig, self.options.kube_context)
 
     def start_stack(self, platform: Platform, workdir: Path) -> ClusterStack:
         return ClusterStack(platform)

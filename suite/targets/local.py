@@ -13,23 +13,17 @@ from suite.environment import Environment
 from suite.platform import Platform
 from suite.processes import stop_all
 from suite.registry import MlflowServer, Registry
-from suite.targets.protocol import TargetOptions
+from suite.targets.protocol import TargetBase
 from suite.triton_server import TritonRuntime, TritonServer
 
 
-class LocalTarget:
+class LocalTarget(TargetBase):
     """Nothing to reach: the gate starts everything itself, and throws it away at the end."""
 
     name: ClassVar[str] = "local"
     title: ClassVar[str] = "embedded stack"
     deploys: ClassVar[bool] = True
     guarded: ClassVar[bool] = False
-
-    def __init__(self, options: TargetOptions = TargetOptions()):
-        self.options = options
-
-    def problem(self) -> Optional[str]:
-        return None
 
     def start_stack(self, platform: Platform, workdir: Path) -> "LocalStack":
         from suite import reference_model
@@ -42,9 +36,6 @@ class LocalTarget:
 
     def monitoring(self, platform: Platform, stack: "LocalStack", workdir: Path) -> monitoring_stack.MonitoringStack:
         return monitoring_stack.for_platform(platform, stack.environments, workdir)
-
-    def committed_version(self, stack: "LocalStack", model: str, env: str) -> int:
-        raise NotImplementedError("the local target deploys: the baseline knows what it committed")
 
 
 class LocalStack:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Protocol
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Protocol, Tuple
 
 if TYPE_CHECKING:
     from suite.environment import Environment
@@ -65,6 +65,7 @@ class Monitoring(Protocol):
 
 class Target(Protocol):
     name: ClassVar[str]  # the `--target` value
+    accepts: ClassVar[Tuple[str, ...]]  # the TargetOptions it reads; any other one given is a usage error
     title: ClassVar[str]  # what messages call its stack: "the embedded stack did not start"
     options: TargetOptions
     # False: the platform is shared and long-lived, the gate reads what it committed, never deploys.
@@ -83,3 +84,27 @@ class Target(Protocol):
 
     def committed_version(self, stack: Stack, model: str, env: str) -> int:
         """For a target that never deploys: the version the platform committed in `env`."""
+
+
+class TargetBase:
+    """What the targets share: their options, and `problem()` asked of the world once a session
+    (an engine ping, a cluster's /version) through `probe()`."""
+
+    accepts: ClassVar[Tuple[str, ...]] = ("allow_destructive",)
+
+    def __init__(self, options: TargetOptions = TargetOptions()):
+        self.options = options
+        self._probed: List[Optional[str]] = []  # empty: not asked yet
+
+    def probe(self) -> Optional[str]:
+        return None
+
+    def problem(self) -> Optional[str]:
+        if not self._probed:
+            self._probed.append(self.probe())
+        return self._probed[0]
+
+    def committed_version(self, stack: Stack, model: str, env: str) -> int:
+        raise NotImplementedError(
+            f"the {getattr(self, 'name', '?')} target deploys: the baseline knows what it committed"
+        )
