@@ -28,3 +28,12 @@ def wait_group_gone(pgid: int, within: float) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a child the test will Ctrl-C: a job started in the background (a CI runner,
+    `cmd &` in a script) inherits SIGINT ignored, and a Python started so never raises
+    KeyboardInterrupt. The child gets the terminal's default back, as a foreground process has."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

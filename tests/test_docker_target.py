@@ -28,6 +28,7 @@ from suite.targets import docker as dk
 from suite.targets.engine import SESSION_LABEL, EngineError, OwnEngine
 from suite.targets.images import image_present
 from suite.targets.mounts import mounts, propagating
+from tests.proc_utils import interruptible
 
 PROJECT = Path(__file__).resolve().parents[1]
 ENGINE_PROBLEM = dk.engine_problem()
@@ -65,7 +66,7 @@ def _touch_inside(container, path: str) -> str:
 
 def test_read_only_fault_is_read_only_where_triton_reads(triton):
     fault = ReadOnlyRepository()
-    with fault.injected(SimpleNamespace(repository=triton.repository, model="m"), None):
+    with fault.injected(SimpleNamespace(environment=SimpleNamespace(repository=triton.repository), model="m"), None):
         seen_inside = _touch_inside(triton.container, "/models/m/written-by-triton")
         with pytest.raises(OSError) as on_host:
             (triton.repository / "m" / "written-by-deployer").write_text("x")
@@ -126,7 +127,9 @@ def test_engine_session_removes_every_container_it_labelled(client, ending):
         dk.TRITON_IMAGE,
         "exit" if ending == "exits" else "wait",
     ]
-    run = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    run = subprocess.Popen(
+        command, cwd=PROJECT, stdout=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=interruptible
+    )
     line = run.stdout.readline()
     assert line.startswith("SESSION "), line
     session = line.split()[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.platform_copies import copy_reference
-from tests.proc_utils import wait_group_gone
+from tests.proc_utils import interruptible, wait_group_gone
 
 
 def test_missing_platform_is_a_usage_error(pytester):
@@ -99,6 +99,7 @@ def test_no_server_outlives_the_gate(pytester, how):
         env={**os.environ, "PIDS_FILE": str(pids_file)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.monotonic() + 120
