@@ -21,6 +21,7 @@ from typing import Dict, Iterable, Optional
 from suite.deploy import Deployer, DeployResult, DeploySettings
 from suite.environment import Environment
 from suite.golden import GoldenSet
+from suite.ownership import OwnedGroup, tagged
 from suite.processes import Watchdog
 from suite.registry import Registry
 from suite.waiting import WaitTimeout, wait_for
@@ -234,13 +235,14 @@ class DeployProcess:
         self._begin = time.perf_counter()
         self.proc = subprocess.Popen(
             ["bash", "-c", command],
-            env=environ,
+            env=tagged(environ),
             stdin=subprocess.DEVNULL,
             stdout=self._output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        Watchdog.shared().watch(self.proc.pid)
+        self.group = OwnedGroup.of(self.proc.pid)
+        Watchdog.shared().watch(self.group)
 
     @property
     def pgid(self) -> int:
@@ -256,10 +258,7 @@ class DeployProcess:
         """Signal the whole group (SIGSTOP, SIGCONT, SIGKILL); a no-op once it has been reaped."""
         if self.proc.returncode is not None:
             return
-        try:
-            os.killpg(self.pgid, sig)
-        except ProcessLookupError:
-            pass
+        self.group.signal(sig)
 
     def wait(self) -> DeployOutcome:
         try:
@@ -270,7 +269,7 @@ class DeployProcess:
             timed_out = not self.exited()
             self.signal(signal.SIGKILL)
             self.proc.wait()
-            Watchdog.shared().forget(self.pgid)
+            Watchdog.shared().forget(self.group)
         duration = time.perf_counter() - self._begin
         self._output.seek(0)
         tail = self._output.read().decode(errors="replace")[-OUTPUT_TAIL:]

@@ -24,7 +24,7 @@ from suite.environment import Environment
 from suite.errors import EnvironmentProblem
 from suite.golden import GoldenSet
 from suite.http_proxy import ForwardingProxy
-from suite.processes import free_port
+from suite.processes import Watchdog, free_port
 from suite.registry import Registry
 from suite.timings import MODEL_LOAD_S
 from suite.waiting import WaitTimeout, let_time_pass, wait_for
@@ -264,11 +264,15 @@ class ReadOnlyRepository(Fault):
         # Made read-only aside, then moved in: a container sees the repository through an rslave
         # bind, and a mount arrives there with the flags it had when it appeared. A bind remounted
         # ro in place would stay writable inside the container (measured on Docker 20.10).
-        staging = tempfile.mkdtemp(prefix="gate-read-only-")
+        # Staged beside the repository, not in /tmp: whatever a killed gate leaves stays in its workdir.
+        staging = tempfile.mkdtemp(prefix=".gate-read-only-", dir=ctx.environment.repository.parent)
+        watchdog = Watchdog.shared()  # undoes the mount if the gate dies while it is there
         try:
+            watchdog.watch_mount(Path(staging))
             _run("mount", "--bind", folder, staging)
             try:
                 _run("mount", "-o", "remount,bind,ro", staging)
+                watchdog.watch_mount(Path(folder))
                 _run("mount", "--move", staging, folder)
             except EnvironmentProblem:
                 _run("umount", staging)
@@ -277,7 +281,9 @@ class ReadOnlyRepository(Fault):
                 yield Overrides()
             finally:
                 _run("umount", folder)
+                watchdog.forget_mount(Path(folder))
         finally:
+            watchdog.forget_mount(Path(staging))
             os.rmdir(staging)
 
 
@@ -310,11 +316,16 @@ class FullRepository(Fault):
 def small_filesystem(path: Path, size: str = "16m") -> Iterator[Path]:
     """A tmpfs of `size` mounted at `path` for the lifetime of the context."""
     path.mkdir(parents=True, exist_ok=True)
-    _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    watchdog = Watchdog.shared()  # undoes the mount if the gate dies while it is there
+    watchdog.watch_mount(path)
     try:
-        yield path
+        _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+        try:
+            yield path
+        finally:
+            _run("umount", "-l", str(path))
     finally:
-        _run("umount", "-l", str(path))
+        watchdog.forget_mount(path)
 
 
 class MissingVersion(Fault):

@@ -24,7 +24,7 @@ import yaml
 from suite.errors import EnvironmentProblem, GateError
 from suite.files import atomic_write
 from suite.monitoring_config import AlertmanagerConfig, RuleSet, for_the_gate, shorten_rules
-from suite.processes import ServerProcess, free_port, stop_all
+from suite.processes import PortTaken, ServerProcess, free_port, start_on_free_ports, stop_all
 from suite.timings import EVALUATION_INTERVAL_S, MAX_FOR_S, MAX_RANGE_S, SCRAPE_INTERVAL_S, TARGETS_REFRESH_S
 
 if TYPE_CHECKING:
@@ -178,7 +178,19 @@ class MonitoringStack:
         return self.workdir / "triton-targets.json"
 
     def start(self) -> "MonitoringStack":
+        """Start every Prometheus and Alertmanager; on new ports if another process took one (the
+        Prometheus configuration names its Alertmanager's port, so all of them are chosen again)."""
         begin = time.perf_counter()
+        try:
+            start_on_free_ports(self._start_once, new_ports=lambda: None)  # each start chooses anew
+        except BaseException:
+            self.capture.stop()
+            raise
+        self.timings["monitoring"] = time.perf_counter() - begin
+        return self
+
+    def _start_once(self) -> None:
+        self.environments = {}
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_targets(self.targets)
         servers: List[ServerProcess] = []
@@ -205,6 +217,7 @@ class MonitoringStack:
                     ],
                     ready_url=f"{am_url}/-/ready",
                     log_path=env_dir / "alertmanager.log",
+                    port=port,
                 )
                 servers.append(am_process)
             rules_path = None
@@ -227,6 +240,7 @@ class MonitoringStack:
                 ],
                 ready_url=f"{prom_url}/-/ready",
                 log_path=env_dir / "prometheus.log",
+                port=prom_port,
             )
             servers.append(prometheus)
             self.environments[target.env] = EnvironmentMonitoring(
@@ -257,19 +271,17 @@ class MonitoringStack:
         for thread in threads:
             thread.join()
         if errors:
-            self.stop()
-            raise errors[0]
-        self.timings["monitoring"] = time.perf_counter() - begin
-        return self
+            stop_all(servers)
+            raise next((e for e in errors if not isinstance(e, PortTaken)), errors[0])
 
-    def _server(self, role: str, env: str, args: List[str], ready_url: str, log_path: Path):
+    def _server(self, role: str, env: str, args: List[str], ready_url: str, log_path: Path, port: int):
         """A host process, or with `containers` the manifest's images.<role> container (same
         arguments, the work folder mounted at the same path, host networking)."""
         if self.containers is not None:
             return self.containers.monitoring(role, env, args, self.workdir, ready_url)
         binary = self.prometheus_bin if role == "prometheus" else self.alertmanager_bin
         return ServerProcess(
-            f"{role}[{env}]", [binary, *args], ready_url=ready_url, log_path=log_path, start_timeout=30
+            f"{role}[{env}]", [binary, *args], ready_url=ready_url, log_path=log_path, start_timeout=30, ports=[port]
         )
 
     def write_targets(self, targets: List[MonitoredTarget]) -> None:

@@ -3,10 +3,12 @@
 Start-and-wait is mirakuru's (each process in its own session, HTTP readiness check, kill of
 the whole group); this module adds log files, error messages with the log tail, a short
 SIGTERM grace before SIGKILL, and the watchdog that ends everything if the gate is killed.
+Every signal goes through `suite.ownership`: a group is signalled only while it is still ours.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -15,13 +17,21 @@ import sys
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
+import mirakuru.base
 import psutil
 from mirakuru import HTTPExecutor, SimpleExecutor
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
 from suite.errors import StackStartError
+from suite.ownership import OwnedGroup, tagged
+
+# mirakuru's exit hook SIGKILLs every process on the machine whose `mirakuru_uuid` merely contains
+# the exiting interpreter's pid as a substring: each short-lived `python -m suite deploy` killed, now
+# and then, another session's MLflow or Triton ("killed by SIGKILL", no OOM). The gate ends its own
+# servers itself, and the watchdog does when the gate dies; nothing else may.
+atexit.unregister(mirakuru.base.cleanup_subprocesses)
 
 LOG_TAIL_LINES = 30
 
@@ -70,11 +80,18 @@ class Watchdog:
             self._proc.stdin.write(line + "\n")
             self._proc.stdin.flush()
 
-    def watch(self, pgid: int) -> None:
-        self._send(f"+{pgid}")
+    def watch(self, group: OwnedGroup) -> None:
+        self._send(f"+{group.encode()}")
 
-    def forget(self, pgid: int) -> None:
-        self._send(f"-{pgid}")
+    def forget(self, group: OwnedGroup) -> None:
+        self._send(f"-{group.encode()}")
+
+    def watch_mount(self, path: Path) -> None:
+        """A mount to undo (lazily) if the gate dies while it is there."""
+        self._send(f"m+{path}")
+
+    def forget_mount(self, path: Path) -> None:
+        self._send(f"m-{path}")
 
     @property
     def pid(self) -> int:
@@ -92,6 +109,21 @@ class PortTaken(StackStartError):
 
 # How many times a server is started again on new ports when another process took one.
 PORT_ATTEMPTS = 3
+
+
+def start_on_free_ports(
+    start: Callable[[], None], new_ports: Callable[[], None], attempts: int = PORT_ATTEMPTS
+) -> None:
+    """`start()`; when another process took one of its ports first (`PortTaken`: another gate
+    session chose the same free port), `new_ports()` and start again, `attempts` times in all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            start()
+            return
+        except PortTaken:
+            if attempt == attempts:
+                raise
+            new_ports()
 
 
 class ServerProcess:
@@ -123,6 +155,7 @@ class ServerProcess:
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._executor: Optional[HTTPExecutor] = None
+        self._owned: Optional[OwnedGroup] = None
         self._log = None
 
     @property
@@ -131,7 +164,10 @@ class ServerProcess:
         return proc.pid if proc else None
 
     def running(self) -> bool:
-        return bool(self._executor and self._executor.running())
+        running = bool(self._executor and self._executor.running())
+        if not running and self._owned is not None and not self._owned.alive():
+            self._forget_group()  # ended on its own (crashed, killed by a fault): forgotten at once
+        return running
 
     def exit_status(self) -> str:
         """How the process ended, in words ("killed by SIGKILL", "exit code 1")."""
@@ -152,7 +188,7 @@ class ServerProcess:
             timeout=self.start_timeout,
             sleep=0.05,
             request_timeout=2.0,
-            envvars=self.env,
+            envvars=tagged(self.env),
             cwd=str(self.cwd) if self.cwd else None,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -167,7 +203,8 @@ class ServerProcess:
         # mirakuru's Executor.start() in two steps, so the group is handed to the watchdog
         # before the (possibly long) readiness wait, not after it.
         SimpleExecutor.start(executor)
-        Watchdog.shared().watch(executor.process.pid)
+        self._owned = OwnedGroup.of(executor.process.pid)
+        Watchdog.shared().watch(self._owned)
         try:
             executor.wait_for(self._ready)
         except ProcessExitedWithError as exc:
@@ -233,12 +270,11 @@ class ServerProcess:
         executor = self._executor
         if executor is None or executor.process is None:
             return
-        pid = executor.process.pid
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            executor.process.wait(timeout=self.stop_grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
+        if self._owned is not None and self._owned.signal(signal.SIGTERM):
+            try:
+                executor.process.wait(timeout=self.stop_grace)
+            except subprocess.TimeoutExpired:
+                pass
         self.kill()
 
     def kill(self) -> None:
@@ -246,14 +282,14 @@ class ServerProcess:
         executor = self._executor
         if executor is None:
             return
-        pid = executor.process.pid if executor.process else None
+        if self._owned is not None:
+            # While the leader is unreaped its pid holds the group id; the check covers the rest.
+            self._owned.signal(signal.SIGKILL)  # the leader and what outlived it (backend stubs)
         try:
-            executor.kill(wait=True, sig=signal.SIGKILL)
+            executor.kill(wait=True, sig=signal.SIGKILL)  # reaps; its uuid-tagged leftovers too
         except ProcessLookupError:
             pass
-        if pid is not None:
-            _kill_group_quietly(pid)  # children that outlived the leader (e.g. backend stubs)
-            Watchdog.shared().forget(pid)
+        self._forget_group()
         if self._log:
             self._log.close()
             self._log = None
@@ -261,12 +297,10 @@ class ServerProcess:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return log_tail(self.log_path, lines)
 
-
-def _kill_group_quietly(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    def _forget_group(self) -> None:
+        if self._owned is not None:
+            Watchdog.shared().forget(self._owned)
+            self._owned = None
 
 
 def stop_all(servers: List[ServerProcess]) -> None:

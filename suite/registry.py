@@ -15,7 +15,7 @@ import yaml
 
 from suite.errors import RegistryError
 from suite.files import replacing
-from suite.processes import PORT_ATTEMPTS, PortTaken, ServerProcess, free_port
+from suite.processes import ServerProcess, free_port, start_on_free_ports
 
 # MLflow's client retries an unreachable server for minutes by default; a deploy should fail
 # in seconds and say why. Users may still raise these through the environment.
@@ -29,10 +29,13 @@ class MlflowServer:
 
     def __init__(self, workdir: Path, start_timeout: float = 90.0):
         self.workdir = Path(workdir)
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
+        self._choose_port()
         self.start_timeout = start_timeout
         self.process: Optional[ServerProcess] = None
+
+    def _choose_port(self) -> None:
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
 
     @property
     def database(self) -> Path:
@@ -43,15 +46,7 @@ class MlflowServer:
         fresh = not self.database.exists()
         if fresh:
             restore_empty_store(self.database)
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            try:
-                self._start_once()
-                break
-            except PortTaken:
-                if attempt == PORT_ATTEMPTS:
-                    raise
-                self.port = free_port()  # another session took it: a new one, as a new choice
-                self.uri = f"http://127.0.0.1:{self.port}"
+        start_on_free_ports(self._start_once, self._choose_port)
         if fresh:
             keep_empty_store(self.database)
 

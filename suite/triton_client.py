@@ -16,6 +16,25 @@ from suite.errors import TritonError
 from suite.golden import triton_datatype
 from suite.waiting import WaitTimeout, wait_for
 
+# Every client's keep-alive connection, per server URL: a stopping Triton waits for open HTTP
+# connections before it unloads its models, so `close_connections` is called before it is stopped.
+_connections: Dict[str, List[httpclient.InferenceServerClient]] = {}
+_generation: Dict[str, int] = {}
+_connections_lock = threading.Lock()
+
+
+def close_connections(http_url: str) -> None:
+    """Close this process's connections to `http_url`; the clients reconnect on their next call."""
+    url = http_url.rstrip("/")
+    with _connections_lock:
+        _generation[url] = _generation.get(url, 0) + 1
+        clients = _connections.pop(url, [])
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # already closed or broken: it is gone either way
+            pass
+
 
 @dataclass(frozen=True)
 class IndexEntry:
@@ -37,12 +56,17 @@ class TritonControl:
     def _client(self, timeout: Optional[float] = None) -> httpclient.InferenceServerClient:
         timeout = timeout or self.timeout
         key = f"client_{timeout}"
-        client = getattr(self._local, key, None)
-        if client is None:
+        with _connections_lock:
+            generation = _generation.get(self.http_url, 0)
+        cached = getattr(self._local, key, None)
+        if cached is None or cached[0] != generation:
             host = self.http_url.split("://", 1)[-1]
             client = httpclient.InferenceServerClient(host, connection_timeout=timeout, network_timeout=timeout)
-            setattr(self._local, key, client)
-        return client
+            with _connections_lock:
+                _connections.setdefault(self.http_url, []).append(client)
+            cached = (generation, client)
+            setattr(self._local, key, cached)
+        return cached[1]
 
     # -- health and state ---------------------------------------------------------------
 

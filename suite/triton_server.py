@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import List, Optional
 
 from suite.errors import EnvironmentProblem
-from suite.processes import PORT_ATTEMPTS, PortTaken, ServerProcess, free_port
+from suite.processes import PORT_ATTEMPTS, ServerProcess, free_port, start_on_free_ports
+from suite.triton_client import close_connections
 
 BACKENDS_SOURCE = Path(__file__).resolve().parent / "triton_backends"
+EXIT_TIMEOUT_S = 5  # how long a stopping Triton waits for in-flight requests and open connections
+STOP_GRACE_S = 8.0  # SIGTERM to SIGKILL: the exit timeout plus unloading every model's stub
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class TritonServer:
             "--metrics-interval-ms=500",
             # A committed model that fails to load must not take the server down with it.
             "--exit-on-error=false",
+            # Not 30 s: a Triton still waiting for someone's idle connection when the stop grace ends
+            # is SIGKILLed, and leaves its Python backend's /tmp/python_env_* behind.
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
         return argv + [f"--load-model={m}" for m in load_models]
 
@@ -139,14 +145,7 @@ class TritonServer:
         """Start (or restart) the server; on its first start, new ports if another process took one.
         A restart keeps its ports: clients and Prometheus know them."""
         first = self.process is None
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            try:
-                self._start_once()
-                return
-            except PortTaken:
-                if not first or attempt == PORT_ATTEMPTS:
-                    raise
-                self._choose_ports()
+        start_on_free_ports(self._start_once, self._choose_ports, attempts=PORT_ATTEMPTS if first else 1)
 
     def _start_once(self) -> None:
         self.repository.mkdir(parents=True, exist_ok=True)
@@ -157,13 +156,14 @@ class TritonServer:
             log_path=self.log_path,
             env=self.runtime.environment(),
             start_timeout=self.start_timeout,
-            stop_grace=2.0,
+            stop_grace=STOP_GRACE_S,
             ports=self.ports,
         )
         self.process.start()
 
     def stop(self) -> None:
         if self.process:
+            close_connections(self.endpoints.http)  # or Triton waits for them instead of unloading
             self.process.stop()
 
     def kill(self) -> None:

@@ -1,66 +1,67 @@
-"""Ends the embedded stack's process groups when the gate's own process dies, however it dies.
+"""Ends the gate's process groups and undoes its mounts when the gate's own process dies, however.
 
 Run as `python -m suite.watchdog`, in its own session, with a pipe on stdin. The gate writes
-`+<pgid>` when it starts a server and `-<pgid>` when it has stopped one. When the pipe closes
-(the gate exited, crashed or was SIGKILLed) every group still registered gets SIGTERM, then
-SIGKILL after a grace period. Only groups the gate registered are touched.
+`+<group>` when it starts a server or a deploy command and `-<group>` when it has ended it, a group
+being `suite.ownership.OwnedGroup.encode()`; `m+<path>`/`m-<path>` for a fault's mounts. When the
+pipe closes (the gate exited, crashed or was SIGKILLed) every group still registered gets SIGTERM,
+then SIGKILL after a grace period, and every mount still registered is unmounted. A group is
+signalled only while it is still the gate's (`OwnedGroup.signal`): its id may name a stranger's
+group by then.
 """
 
 from __future__ import annotations
 
-import os
 import signal
+import subprocess
 import sys
+from typing import Iterable, List
 
+from suite.ownership import OwnedGroup
 from suite.waiting import WaitTimeout, wait_for
 
-GRACE_S = 2.0
+GRACE_S = 8.0  # as a Triton's stop grace: time to unload its models and remove its temporary files
 
 
-def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def end_groups(groups: set[int], grace_s: float = GRACE_S) -> None:
-    for pgid in groups:
-        _signal(pgid, signal.SIGTERM)
+def end_groups(groups: Iterable[OwnedGroup], grace_s: float = GRACE_S) -> None:
+    signalled = [group for group in groups if group.signal(signal.SIGTERM)]
     try:
         wait_for(
-            lambda: not any(_alive(g) for g in groups),
+            lambda: not any(group.alive() for group in signalled),
             timeout_s=grace_s,
             interval_s=0.05,
-            awaiting=f"process groups {sorted(groups)} to end after SIGTERM",
+            awaiting=f"process groups {sorted(g.pgid for g in signalled)} to end after SIGTERM",
         )
     except WaitTimeout:
         pass  # the grace is over: SIGKILL what is left
-    for pgid in groups:
-        if _alive(pgid):
-            _signal(pgid, signal.SIGKILL)
+    for group in signalled:
+        group.signal(signal.SIGKILL)
+
+
+def undo_mounts(paths: List[str]) -> None:
+    for path in reversed(paths):  # the newest first: it may sit on an older one
+        subprocess.run(["umount", "-l", path], capture_output=True)
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the gate's to handle, not ours
-    groups: set[int] = set()
+    groups: dict[int, OwnedGroup] = {}
+    mounts: List[str] = []
     for line in sys.stdin:  # returns at EOF: the gate is gone or done
-        line = line.strip()
-        if line[:1] == "+":
-            groups.add(int(line[1:]))
+        line = line.rstrip("\n")
+        if line.startswith("m+"):
+            mounts.append(line[2:])
+        elif line.startswith("m-"):
+            if line[2:] in mounts:
+                mounts.remove(line[2:])
+        elif line[:1] == "+":
+            group = OwnedGroup.decode(line[1:])
+            groups[group.pgid] = group
         elif line[:1] == "-":
-            groups.discard(int(line[1:]))
-    end_groups(groups)
+            group = OwnedGroup.decode(line[1:])
+            if groups.get(group.pgid) == group:
+                del groups[group.pgid]
+    end_groups(groups.values())
+    undo_mounts(mounts)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from suite.platform import Platform
 from suite.processes import stop_all
 from suite.registry import MlflowServer, Registry
 from suite.targets.protocol import TargetBase
+from suite.triton_client import close_connections
 from suite.triton_server import TritonRuntime, TritonServer
 
 
@@ -114,6 +115,8 @@ class LocalStack:
         return self._registry
 
     def stop(self) -> None:
+        for server in self._servers:
+            close_connections(server.endpoints.http)  # or each Triton waits for them instead of unloading
         processes = [s.process for s in self._servers if s.process]
         if self.mlflow.process:
             processes.append(self.mlflow.process)
