@@ -264,11 +264,13 @@ class ReadOnlyRepository(Fault):
         # Made read-only aside, then moved in: a container sees the repository through an rslave
         # bind, and a mount arrives there with the flags it had when it appeared. A bind remounted
         # ro in place would stay writable inside the container (measured on Docker 20.10).
-        # Staged beside the repository, not in /tmp: whatever a killed gate leaves stays in its workdir.
-        staging = tempfile.mkdtemp(prefix=".gate-read-only-", dir=ctx.environment.repository.parent)
-        watchdog = Watchdog.shared()  # undoes the mount if the gate dies while it is there
+        # Staged in /tmp, not beside the repository: a mount cannot be moved out of a shared parent
+        # (the docker target shares the workdir with its containers). The watchdog removes it if
+        # the gate dies meanwhile.
+        staging = tempfile.mkdtemp(prefix="gate-read-only-")
+        watchdog = Watchdog.shared()  # undoes the mounts if the gate dies while they are there
         try:
-            watchdog.watch_mount(Path(staging))
+            watchdog.watch_mount(Path(staging), remove_folder=True)
             _run("mount", "--bind", folder, staging)
             try:
                 _run("mount", "-o", "remount,bind,ro", staging)
@@ -283,8 +285,8 @@ class ReadOnlyRepository(Fault):
                 _run("umount", folder)
                 watchdog.forget_mount(Path(folder))
         finally:
-            watchdog.forget_mount(Path(staging))
             os.rmdir(staging)
+            watchdog.forget_mount(Path(staging))
 
 
 class FullRepository(Fault):

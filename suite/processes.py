@@ -86,12 +86,12 @@ class Watchdog:
     def forget(self, group: OwnedGroup) -> None:
         self._send(f"-{group.encode()}")
 
-    def watch_mount(self, path: Path) -> None:
-        """A mount to undo (lazily) if the gate dies while it is there."""
-        self._send(f"m+{path}")
+    def watch_mount(self, path: Path, remove_folder: bool = False) -> None:
+        """A mount to undo (lazily) if the gate dies while it is there; and its folder to remove."""
+        self._send(f"{'t' if remove_folder else 'm'}+{path}")
 
     def forget_mount(self, path: Path) -> None:
-        self._send(f"m-{path}")
+        self._send(f"m-{path}")  # either kind
 
     @property
     def pid(self) -> int:

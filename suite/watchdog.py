@@ -2,19 +2,21 @@
 
 Run as `python -m suite.watchdog`, in its own session, with a pipe on stdin. The gate writes
 `+<group>` when it starts a server or a deploy command and `-<group>` when it has ended it, a group
-being `suite.ownership.OwnedGroup.encode()`; `m+<path>`/`m-<path>` for a fault's mounts. When the
-pipe closes (the gate exited, crashed or was SIGKILLed) every group still registered gets SIGTERM,
-then SIGKILL after a grace period, and every mount still registered is unmounted. A group is
+being `suite.ownership.OwnedGroup.encode()`; `m+<path>` for a fault's mount (`t+<path>`: a
+temporary mount point, whose folder is removed too), `m-<path>` once it is undone. When the pipe
+closes (the gate exited, crashed or was SIGKILLed) every group still registered gets SIGTERM, then
+SIGKILL after a grace period, and every mount still registered is unmounted. A group is
 signalled only while it is still the gate's (`OwnedGroup.signal`): its id may name a stranger's
 group by then.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
-from typing import Iterable, List
+from typing import Iterable, List, Tuple
 
 from suite.ownership import OwnedGroup
 from suite.waiting import WaitTimeout, wait_for
@@ -37,22 +39,26 @@ def end_groups(groups: Iterable[OwnedGroup], grace_s: float = GRACE_S) -> None:
         group.signal(signal.SIGKILL)
 
 
-def undo_mounts(paths: List[str]) -> None:
-    for path in reversed(paths):  # the newest first: it may sit on an older one
-        subprocess.run(["umount", "-l", path], capture_output=True)
+def undo_mounts(mounts: List[Tuple[str, bool]]) -> None:
+    for path, remove_folder in reversed(mounts):  # the newest first: it may sit on an older one
+        subprocess.run(["umount", "-l", path], capture_output=True)  # "not mounted" is fine too
+        if remove_folder:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # not empty or already gone: never remove more than an empty mount point
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the gate's to handle, not ours
     groups: dict[int, OwnedGroup] = {}
-    mounts: List[str] = []
+    mounts: List[Tuple[str, bool]] = []
     for line in sys.stdin:  # returns at EOF: the gate is gone or done
         line = line.rstrip("\n")
-        if line.startswith("m+"):
-            mounts.append(line[2:])
+        if line[:2] in ("m+", "t+"):
+            mounts.append((line[2:], line[0] == "t"))
         elif line.startswith("m-"):
-            if line[2:] in mounts:
-                mounts.remove(line[2:])
+            mounts = [m for m in mounts if m[0] != line[2:]]
         elif line[:1] == "+":
             group = OwnedGroup.decode(line[1:])
             groups[group.pgid] = group

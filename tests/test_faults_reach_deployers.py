@@ -21,6 +21,7 @@ from suite.faults import CATALOGUE, FullRepository, mount_faults_unavailable, sm
 
 PROBE = Path(__file__).resolve().parent / "deployers" / "probe.py"
 DOCUMENTED = {
+    "TRITON_GATE_SESSION",  # the session token, so the gate knows the command's processes as its own
     "GATE_ENV",
     "GATE_MODEL",
     "GATE_VERSION",

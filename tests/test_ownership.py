@@ -21,6 +21,7 @@ import pytest
 
 from suite.ownership import SESSION_VARIABLE, OwnedGroup, tagged
 from suite.processes import ServerProcess, free_port
+from suite.targets.mounts import mounts
 from tests.proc_utils import group_members, wait_group_gone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,31 +179,52 @@ def test_the_watchdog_ends_its_groups_and_spares_a_stranger_that_took_a_register
             proc.wait()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
-def test_the_watchdog_undoes_a_faults_mount_when_the_gate_dies(tmp_path):
-    point = tmp_path / "small"
-    point.mkdir()
-    gate = tmp_path / "gate.py"
-    gate.write_text(
-        textwrap.dedent(f"""
-        import sys, time
-        from pathlib import Path
+FAULT_IN_PROGRESS = {
+    "tmpfs": """
         from suite.faults import small_filesystem
-        with small_filesystem(Path({str(point)!r})):
+        with small_filesystem(folder):
             print("mounted", flush=True)
             time.sleep(300)
-    """)
+    """,
+    "read-only bind": """
+        from types import SimpleNamespace
+        from suite.faults import ReadOnlyRepository
+        ctx = SimpleNamespace(environment=SimpleNamespace(repository=folder.parent), model=folder.name)
+        with ReadOnlyRepository().injected(ctx, None):
+            print("mounted", flush=True)
+            time.sleep(300)
+    """,
+}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
+@pytest.mark.parametrize("fault", sorted(FAULT_IN_PROGRESS))
+def test_the_watchdog_undoes_a_faults_mounts_when_the_gate_dies(tmp_path, fault):
+    point = tmp_path / "repository" / "m"
+    point.mkdir(parents=True)
+    gate = tmp_path / "gate.py"
+    gate.write_text(
+        "import time\nfrom pathlib import Path\n"
+        f"folder = Path({str(point)!r})\n" + textwrap.dedent(FAULT_IN_PROGRESS[fault])
     )
+    staging_before = set(Path("/tmp").glob("gate-read-only-*"))
     proc = subprocess.Popen([sys.executable, str(gate)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert proc.stdout.readline().strip() == "mounted"
-        assert os.path.ismount(point)
+        assert _mounted(point)
         proc.kill()  # SIGKILL: no `finally` runs in the gate
         proc.wait()
-        deadline = time.monotonic() + 10
-        while os.path.ismount(point) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 15
+        while _mounted(point) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not os.path.ismount(point), "the tmpfs outlived the SIGKILLed gate"
+        assert not _mounted(point), f"the {fault} outlived the SIGKILLed gate"
+        time.sleep(0.5)
+        assert set(Path("/tmp").glob("gate-read-only-*")) == staging_before, "the staging folder was left"
     finally:
-        if os.path.ismount(point):
+        if _mounted(point):
             subprocess.run(["umount", "-l", str(point)])
+
+
+def _mounted(path: Path) -> bool:
+    """Whether `path` is a mount point (a bind mount of the same filesystem too, unlike ismount)."""
+    return any(m.point == path for m in mounts())
