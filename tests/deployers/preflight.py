@@ -155,8 +155,11 @@ def committed_version():
 
 
 def clean_staging():
+    """What a killed deploy may leave: its staging folder, and a `put` cut before its rename."""
     for stale in FOLDER.glob(".preflight-*"):
         shutil.rmtree(stale)
+    for partial in [*FOLDER.glob(".config.pbtxt.*"), *FOLDER.glob(".current.json.*")]:
+        partial.unlink(missing_ok=True)
 
 
 def deploy():
