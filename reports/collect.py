@@ -41,7 +41,8 @@ class PhaseReport:
 @dataclass
 class Scenario:
     nodeid: str
-    outcome: str = "passed"  # passed | failed | error | skipped | xfailed | xpassed
+    # passed | failed | error | skipped | xfailed | xpassed | flaky (failed, then passed when re-run)
+    outcome: str = "passed"
     duration_s: float = 0.0
     phases: Dict[str, float] = field(default_factory=dict)
     markers: List[str] = field(default_factory=list)
@@ -58,10 +59,17 @@ class Scenario:
     invariants: Dict[str, List[int]] = field(default_factory=lambda: {"checked": [], "violated": []})
     alerts: List[dict] = field(default_factory=list)
     diagnostics: Dict[str, Any] = field(default_factory=dict)
+    # Earlier attempts that failed and were re-run (--gate-reruns), oldest first, with their evidence.
+    attempts: List[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.outcome in ("failed", "error", "xpassed")
+
+    def as_attempt(self) -> dict:
+        """This attempt's failure and evidence, kept when the scenario is run again."""
+        kept = ("outcome", "duration_s", "message", "longrepr", "findings", "deploys", "fault_runs", "checks")
+        return dict({k: getattr(self, k) for k in kept}, headline=headline(self), diagnostics=self.diagnostics)
 
 
 def _decode(value: Any) -> Any:
@@ -73,21 +81,48 @@ def _decode(value: Any) -> Any:
     return value
 
 
+RERUN = "rerun"  # pytest-rerunfailures' outcome for a failed phase whose test will run again
+
+
 class RunCollector:
-    """Merges phase reports, in arrival order, into one record per scenario."""
+    """Merges phase reports, in arrival order, into one record per scenario.
+
+    With re-runs (pytest-rerunfailures), each attempt is setup, call, teardown again; a failed
+    phase that will be re-run arrives with the outcome "rerun". Each attempt starts a fresh record;
+    the failed ones are kept in its `attempts`, and a scenario that failed, then passed, is flaky.
+    """
 
     def __init__(self) -> None:
         self.scenarios: Dict[str, Scenario] = {}
+        self._failed_attempts: Dict[str, List[dict]] = {}
+        self._rerun: set = set()  # node ids whose current attempt failed and will run again
+        # user_properties accumulate over every attempt of a test: how many earlier attempts used
+        self._properties_seen: Dict[str, int] = {}
 
     def add(self, report: PhaseReport) -> None:
-        scenario = self.scenarios.setdefault(report.nodeid, Scenario(report.nodeid))
+        scenario = self.scenarios.get(report.nodeid)
+        if scenario is None or report.when == "setup":
+            scenario = Scenario(report.nodeid, attempts=list(self._failed_attempts.get(report.nodeid, [])))
+            self.scenarios[report.nodeid] = scenario
         scenario.phases[report.when] = round(report.duration, 4)
         scenario.duration_s = round(sum(scenario.phases.values()), 4)
         scenario.markers = sorted(set(scenario.markers) | set(report.markers))
+        if report.outcome == RERUN:
+            self._rerun.add(report.nodeid)
         if report.when == "call" or report.outcome != "passed":
             self._outcome(scenario, report)
         if report.when == "teardown":
-            self._evidence(scenario, report.user_properties)
+            seen = self._properties_seen.get(report.nodeid, 0)
+            self._properties_seen[report.nodeid] = len(report.user_properties)
+            self._evidence(scenario, report.user_properties[seen:])
+            self._attempt_ended(scenario)
+
+    def _attempt_ended(self, scenario: Scenario) -> None:
+        if scenario.nodeid in self._rerun:
+            self._rerun.discard(scenario.nodeid)
+            self._failed_attempts.setdefault(scenario.nodeid, []).append(scenario.as_attempt())
+        elif scenario.attempts and scenario.outcome == "passed":
+            scenario.outcome = "flaky"
 
     @staticmethod
     def _outcome(scenario: Scenario, report: PhaseReport) -> None:
@@ -97,7 +132,7 @@ class RunCollector:
             scenario.outcome = "xfailed" if report.outcome == "skipped" else "xpassed"
         elif report.outcome == "skipped":
             scenario.outcome = "skipped"
-        elif report.outcome == "failed":
+        elif report.outcome in ("failed", RERUN):
             scenario.outcome = "failed" if report.when == "call" else "error"
         else:
             scenario.outcome = "passed"
@@ -140,11 +175,28 @@ def _judged(scenario: Scenario, record: dict, checked: List[int]) -> None:
 
 def headline(scenario: Scenario) -> str:
     """One line that says why a scenario failed: the first violated invariant, else the crash line."""
+    if scenario.outcome == "flaky" and scenario.attempts:
+        return "FLAKY, first failure: " + scenario.attempts[0]["headline"]
     for run in scenario.fault_runs + scenario.checks:
         for violation in run.get("violations", []):
             return f"VIOLATED {violation}"
-    first = scenario.message.strip().splitlines()[0] if scenario.message.strip() else ""
+    written = as_written(scenario.message)
+    first = written.splitlines()[0] if written else ""
     return first or scenario.outcome
+
+
+def as_written(message: str) -> str:
+    """The failure message as the scenario wrote it: without pytest's `AssertionError: ` prefix and,
+    when the assert had a message, without pytest's rewrite of the asserted expression after it
+    (`assert not [Violation(...)]` / `+  where ... = FaultRun(...)`: a repr dump, not evidence)."""
+    text = message.strip()
+    if text.startswith("AssertionError: "):
+        text = text[len("AssertionError: ") :]
+        lines = text.splitlines()
+        for index, line in enumerate(lines):
+            if index and line.startswith("assert "):
+                return "\n".join(lines[:index]).rstrip()
+    return text
 
 
 def stage_statistics(scenarios: List[Scenario]) -> Dict[str, dict]:
@@ -205,34 +257,40 @@ def _failed_at(outcome: dict) -> str:
 
 
 def counts(scenarios: List[Scenario]) -> Dict[str, int]:
-    tally = {k: 0 for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
+    tally = {k: 0 for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky")}
     for scenario in scenarios:
         tally[scenario.outcome] += 1
     tally["total"] = len(scenarios)
     return tally
 
 
-def verdict(tally: Dict[str, int], exit_status: int) -> str:
-    """pass only when pytest itself succeeded and nothing failed; error when pytest could not finish."""
-    if tally["failed"] or tally["error"] or tally["xpassed"]:
+def verdict(tally: Dict[str, int], exit_status: int, flaky_ok: bool = False) -> str:
+    """pass only when pytest itself succeeded and nothing failed; error when pytest could not finish.
+    A flaky scenario fails the gate unless the run was told flakes are acceptable (--flaky-ok)."""
+    if tally["failed"] or tally["error"] or tally["xpassed"] or (tally.get("flaky") and not flaky_ok):
         return "fail"
     if exit_status == 0 and tally["total"]:
         return "pass"
     return "fail" if exit_status == 1 else "error"
 
 
-def build_summary(run: Dict[str, Any], scenarios: List[Scenario], exit_status: int) -> Dict[str, Any]:
+def build_summary(
+    run: Dict[str, Any], scenarios: List[Scenario], exit_status: int, flaky_ok: bool = False
+) -> Dict[str, Any]:
     tally = counts(scenarios)
     alerts = [dict(alert, scenario=s.nodeid) for s in scenarios for alert in s.alerts]
     return {
         "schema": SCHEMA,
         **run,
-        "verdict": verdict(tally, exit_status),
+        "verdict": verdict(tally, exit_status, flaky_ok),
         "exit_status": exit_status,
+        "flaky_ok": flaky_ok,
         "counts": tally,
         "invariants": {str(k): v for k, v in INVARIANTS.items()},
         "stage_statistics": stage_statistics(scenarios),
         "fault_matrix": fault_matrix(scenarios),
         "alerts": alerts,
-        "scenarios": [dict(asdict(s), headline=headline(s) if s.failed else "") for s in scenarios],
+        "scenarios": [
+            dict(asdict(s), headline=headline(s) if s.failed or s.outcome == "flaky" else "") for s in scenarios
+        ],
     }

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jinja2
 
+from reports.collect import as_written
 from suite.deploy import ROLLBACK_STEPS, STAGES
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -72,6 +73,76 @@ def timelines(scenarios: List[dict], width: int = CHART_WIDTH) -> List[Dict[str,
     return rows
 
 
+# -- trends over the last runs (history) ---------------------------------------------------------------
+
+PLOT_WIDTH, PLOT_HEIGHT, PLOT_LEFT = 640, 150, 60
+PALETTE = ["#4f7cac", "#e08a00", "#1a7f37", "#8e5ea2", "#c62828", "#00838f", "#6d4c41", "#9e9d24", "#5c6bc0"]
+VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#c62828", "error": "#8a6d00"}
+
+
+def line_chart(runs: List[dict], series: Dict[str, List[Optional[float]]], unit: str = "s") -> Dict[str, Any]:
+    """Lines on one scale, one point per run (a run that did not measure a series leaves a gap)."""
+    top = max((v for values in series.values() for v in values if v is not None), default=0) or 1.0
+    step = PLOT_WIDTH / max(1, len(runs) - 1)
+
+    def y(value: float) -> float:
+        return round(PLOT_HEIGHT - PLOT_HEIGHT * value / top, 1)
+
+    lines = []
+    for index, (name, values) in enumerate(series.items()):
+        points = [
+            {"x": round(PLOT_LEFT + i * step, 1), "y": y(v), "value": v, "run": runs[i]["run_id"]}
+            for i, v in enumerate(values)
+            if v is not None
+        ]
+        lines.append({"name": name, "colour": PALETTE[index % len(PALETTE)], "points": points})
+    return {"lines": lines, "top": top, "unit": unit, "runs": len(runs)}
+
+
+def trends(shown: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The charts of the History section: duration and verdict, scenario counts, stage medians, alert delays."""
+    runs = shown["runs"]
+    if not runs:
+        return []
+
+    def series(field: str) -> Dict[str, List[Optional[float]]]:
+        names = sorted({name for run in runs for name in run.get(field, {})}, key=_stage_rank)
+        return {name: [run.get(field, {}).get(name) for run in runs] for name in names}
+
+    duration = line_chart(runs, {"run duration": [run.get("duration_s") for run in runs]})
+    duration["verdicts"] = [
+        dict(point, colour=VERDICT_COLOURS.get(run.get("verdict"), "#888"), verdict=run.get("verdict"))
+        for point, run in zip(duration["lines"][0]["points"], runs)
+    ]
+    counts = {k: [run.get("counts", {}).get(k, 0) for run in runs] for k in ("passed", "failed", "flaky", "skipped")}
+    charts = [
+        {"id": "trend-duration", "title": "Run duration (points coloured by verdict)", **duration},
+        {"id": "trend-counts", "title": "Scenarios per outcome", **line_chart(runs, counts, unit="")},
+        {"id": "trend-stages", "title": "Deploy stage medians", **line_chart(runs, series("stage_medians"))},
+    ]
+    if any(run.get("alert_delays") for run in runs):
+        charts.append(
+            {"id": "trend-alerts", "title": "Fault → alert delays", **line_chart(runs, series("alert_delays"))}
+        )
+    return charts
+
+
+def deployer_label(command: Optional[str], platform: str = "") -> str:
+    """The deployer as the manifest names it, shortened: paths inside the platform's folder relative
+    to it, an interpreter by its name (`/opt/venv/bin/python3` -> `python3`)."""
+    if not command:
+        return "builtin"
+    base = str(Path(platform).parent) + "/" if platform else None
+    words = []
+    for word in command.split(" "):
+        if base and word.startswith(base):
+            word = word[len(base) :]
+        elif word.startswith("/") and Path(word).name.startswith("python"):
+            word = Path(word).name
+        words.append(word)
+    return " ".join(words)
+
+
 def render(summary: Dict[str, Any], path: Optional[Path] = None) -> str:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -80,11 +151,19 @@ def render(summary: Dict[str, Any], path: Optional[Path] = None) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["as_written"] = as_written
+    environment.filters["deployer"] = lambda command: deployer_label(command, summary.get("platform", ""))
     scenarios = summary["scenarios"]
     failures = [s for s in scenarios if s["outcome"] in ("failed", "error", "xpassed")]
+    flaky = [s for s in scenarios if s["outcome"] == "flaky"]
+    shown = summary.get("history") or {"runs": [], "flake_rates": {}}
     page = environment.get_template("report.html.j2").render(
         s=summary,
         failures=failures,
+        flaky=flaky,
+        shown=shown,
+        trends=trends(shown),
+        plot={"width": PLOT_WIDTH, "height": PLOT_HEIGHT, "left": PLOT_LEFT},
         stage_chart=stage_chart(summary["stage_statistics"]),
         alert_chart=alert_chart(summary["alerts"]),
         timelines=timelines(scenarios),

@@ -64,8 +64,12 @@ def summary_line(summary: Dict[str, Any], run_dir: Path) -> str:
     c = summary["counts"]
     line = (
         f"GATE {summary['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['error']} errors, "
-        f"{c['skipped']} skipped in {summary['duration_s']:.1f} s"
+        f"{c['skipped']} skipped"
+        + (f", {c['flaky']} flaky{' (accepted)' if summary.get('flaky_ok') else ''}" if c.get("flaky") else "")
+        + f" in {summary['duration_s']:.1f} s"
     )
+    if summary.get("regressions"):
+        line += f"; {len(summary['regressions'])} regressions against the history"
     stages = slowest_stages(summary)
     if stages:
         line += "; slowest stages: " + ", ".join(stages)

@@ -1,6 +1,8 @@
-"""Command line: `python -m suite deploy --env dev --model best_model --alias A`, `python -m suite recover --env dev`.
+"""Command line: `python -m suite deploy --env dev --model best_model --alias A`, `python -m suite recover --env dev`,
+`python -m suite history` (the gate's last runs and their regressions).
 
-Exit status: 0 deployed / recovered, 1 deploy failed (rolled back) or recovery incomplete, 2 bad input.
+Exit status: 0 deployed / recovered / history shown, 1 deploy failed (rolled back) or recovery
+incomplete, 2 bad input.
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
             f"default {DEFAULT_LAYOUT!r})",
         )
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
+    history = commands.add_parser("history", help="the gate's last runs, with regressions and flake rates")
+    history.add_argument(
+        "--history",
+        default="reports/out/history.jsonl",
+        help="the history file the gate appends to (pytest --history; default: reports/out/history.jsonl)",
+    )
+    history.add_argument("--last", type=int, default=30, help="how many runs to show (default 30)")
+    history.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     which = deploy.add_mutually_exclusive_group()
     which.add_argument("--alias", help="registry alias selecting the version, e.g. A (env GATE_ALIAS)")
     which.add_argument("--version", type=int, help="registry version number (env GATE_VERSION)")
@@ -197,10 +207,32 @@ def recover_command(args: argparse.Namespace, steps=None) -> int:
     return 0 if all(r.outcome == "passed" for r in records) else 1
 
 
+def history_command(args: argparse.Namespace) -> int:
+    from reports import history
+
+    path = Path(args.history)
+    if not path.exists():
+        raise _Usage(f"expected a history file at {path}; there is none. Run the gate first, or pass --history PATH")
+    try:
+        runs, skipped = history.load(path)
+    except history.HistoryError as exc:
+        raise _Usage(str(exc)) from None
+    for note in skipped:
+        print(f"history: {note}", file=sys.stderr)
+    shown = history.view(runs, max(1, args.last))
+    if args.format == "json":
+        print(json.dumps(shown, indent=2))
+    else:
+        print(history.table(shown, markdown=args.format == "markdown"))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None, steps=None) -> int:
     """`steps`: a suite.deploy.DeploySteps to run the command line with other steps (default: the builtin ones)."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "history":
+            return history_command(args)
         if args.command == "deploy":
             return deploy_command(args, steps)
         return recover_command(args, steps)

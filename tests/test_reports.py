@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from reports import html
-from reports.collect import PhaseReport, RunCollector, build_summary, verdict
+from reports.collect import PhaseReport, RunCollector, as_written, build_summary, verdict
 from suite.redaction import MASK, Redactor, secrets_in
 from tests import browser
 from tests.platform_copies import copy_reference, edit
@@ -131,6 +132,66 @@ def test_evidence_from_user_properties_lands_in_the_summary():
     assert summary["scenarios"][0]["headline"].startswith("VIOLATED invariant 3")
 
 
+def _attempt(collector, nodeid, call_outcome, properties_so_far, message=""):
+    collector.add(_phase(nodeid, "setup", "passed"))
+    collector.add(_phase(nodeid, "call", call_outcome, message=message))
+    collector.add(_phase(nodeid, "teardown", "passed", user_properties=list(properties_so_far)))
+
+
+def _deploy_property(requested):
+    return ("deploy", json.dumps({"env": "dev", "requested": requested, "ok": requested != "v2", "stages": []}))
+
+
+def test_a_scenario_that_fails_then_passes_on_a_rerun_is_flaky_with_its_first_failure_kept():
+    collector = RunCollector()
+    first = [_deploy_property("v2")]
+    # pytest-rerunfailures: the failed call arrives as "rerun"; user_properties accumulate over attempts
+    _attempt(collector, "s", "rerun", first, message="AssertionError: deploy of v2 failed\nassert False")
+    _attempt(collector, "s", "passed", first + [_deploy_property("v3")])
+    scenario = collector.scenarios["s"]
+    assert scenario.outcome == "flaky"
+    assert [d["requested"] for d in scenario.deploys] == ["v3"]  # the last attempt's evidence only
+    [kept] = scenario.attempts
+    assert kept["outcome"] == "failed" and [d["requested"] for d in kept["deploys"]] == ["v2"]
+    assert kept["headline"] == "deploy of v2 failed"
+    summary = build_summary({"run_id": "r"}, [scenario], exit_status=1)
+    assert summary["counts"]["flaky"] == 1 and summary["counts"]["passed"] == 0
+    assert summary["verdict"] == "fail"
+    assert summary["scenarios"][0]["headline"] == "FLAKY, first failure: deploy of v2 failed"
+    assert build_summary({"run_id": "r"}, [scenario], exit_status=0, flaky_ok=True)["verdict"] == "pass"
+
+
+def test_a_scenario_that_fails_on_every_attempt_is_failed_not_flaky():
+    collector = RunCollector()
+    _attempt(collector, "s", "rerun", [], message="AssertionError: broken")
+    _attempt(collector, "s", "failed", [], message="AssertionError: still broken")
+    scenario = collector.scenarios["s"]
+    assert scenario.outcome == "failed" and len(scenario.attempts) == 1
+    assert scenario.message == "AssertionError: still broken"
+
+
+def test_an_interrupted_rerun_leaves_the_failed_attempt_as_the_verdict():
+    collector = RunCollector()
+    _attempt(collector, "s", "rerun", [], message="AssertionError: broken")
+    assert collector.scenarios["s"].outcome == "failed"
+
+
+@pytest.mark.parametrize(
+    "message, written",
+    [
+        (
+            "AssertionError: fault x with deployer d:\n  VIOLATED invariant 3\nassert not [Violation(...)]\n"
+            " +  where [Violation(...)] = FaultRun(fault='x', ...).violations",
+            "fault x with deployer d:\n  VIOLATED invariant 3",
+        ),
+        ("assert 1 == 2\n +  where 1 = f()", "assert 1 == 2\n +  where 1 = f()"),  # no message: the assert is it
+        ("GateError: baseline could not be restored", "GateError: baseline could not be restored"),
+    ],
+)
+def test_failure_messages_are_shown_as_the_scenario_wrote_them(message, written):
+    assert as_written(message) == written
+
+
 @pytest.mark.parametrize(
     "tally, exit_status, expected",
     [
@@ -235,7 +296,7 @@ def test_latest_points_at_the_newest_run_and_older_runs_stay(pytester):
     pytester.makepyfile(test_one="def test_one():\n    pass\n")
     for _ in range(2):
         pytester.runpytest_subprocess("--report-dir", "out").assert_outcomes(passed=1)
-    runs = sorted(p for p in (pytester.path / "out").iterdir() if not p.name.startswith(("latest", ".")))
+    runs = sorted(p for p in (pytester.path / "out").iterdir() if p.is_dir() and not p.name.startswith(("latest", ".")))
     assert len(runs) == 2
     latest = pytester.path / "out" / "latest"
     assert latest.is_symlink() and not os.path.isabs(os.readlink(latest))
@@ -315,11 +376,19 @@ def test_the_failed_report_reads_in_a_real_browser(failed_gate_run):
     screenshot = run_dir / "report.png"
     seen = browser.view(
         run_dir / "report.html",
-        ["#verdict", "#fault-matrix", "#failure-list", "#evidence", "#stage-chart"],
+        ["#verdict", "#fault-matrix", "#failure-list", "#evidence", "#stage-chart"]
+        + ["#failure-1 pre.expected-and-seen", "#failure-1 ol.stages", "#fault-matrix td[title^=python]"],
         screenshot=screenshot,
     )
     assert not seen.errors, seen.errors
     assert seen.visible == {s: True for s in seen.visible}, seen.visible
+    # The failure as the scenario wrote it, line by line: no pytest repr of the FaultRun after it.
+    message = seen.text["#failure-1 pre.expected-and-seen"]
+    assert message.startswith("fault wrong-answers (") and re.search(r"\n +VIOLATED invariant 3 \(", message)
+    assert "FaultRun(" not in message and "AssertionError" not in message
+    assert "command: failed" in seen.text["#failure-1 ol.stages"]  # the deploy log as a list of stages
+    # The deployer named by the manifest's command, whole
+    assert seen.text["#fault-matrix td[title^=python]"].startswith('python -m suite deploy --env "$GATE_ENV"; rc=$?')
     assert seen.text["#verdict"].startswith("GATE FAIL")
     assert "wrong-answers" in seen.text["#fault-matrix"] and "✗" in seen.text["#fault-matrix"]
     assert "VIOLATED invariant 3" in seen.text["#failure-list"]
@@ -357,10 +426,11 @@ def test_n(n, request):
         "skipped": 0,
         "xfailed": 0,
         "xpassed": 0,
+        "flaky": 0,
         "total": 4,
     }
     assert sorted(a["alert"] for a in summary["alerts"]) == ["A0", "A1", "A2", "A3"]
-    assert [s["headline"] for s in summary["scenarios"] if s["outcome"] == "failed"] == ["AssertionError: three fails"]
+    assert [s["headline"] for s in summary["scenarios"] if s["outcome"] == "failed"] == ["three fails"]
 
 
 def test_collect_only_writes_no_report(pytester):
