@@ -208,7 +208,7 @@ def recover_command(args: argparse.Namespace, steps=None) -> int:
 
 
 def history_command(args: argparse.Namespace) -> int:
-    from reports import history
+    from suite import history
 
     path = Path(args.history)
     if not path.exists():

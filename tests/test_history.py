@@ -8,7 +8,7 @@ import multiprocessing
 
 import pytest
 
-from reports import history
+from suite import history
 
 SCENARIO = "scenarios/test_deploy_path.py::test_x[dev]"
 
