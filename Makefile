@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 # Prometheus and Alertmanager are real processes in the monitoring scenarios; Chromium renders
 # the HTML report in the project's tests; curl and jq are what the shell deployers of the
-# project's zoo (tests/deployers/) are written with.
+# project's zoo (tests/deployers/) are written with; capsh runs a test as root without the right to mount.
 system-packages:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
@@ -29,6 +29,7 @@ system-packages:
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v flock >/dev/null || missing="$$missing util-linux"; \
+	command -v capsh >/dev/null || missing="$$missing libcap2-bin"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -9,6 +9,7 @@ processes), so they apply unchanged to a platform's own deploy command.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -245,10 +246,39 @@ def _run(*argv: str) -> None:
         raise EnvironmentProblem(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
 
 
+CAP_SYS_ADMIN = 21  # the capability mount(2) asks for
+
+
+def _effective_capabilities() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+@functools.lru_cache(maxsize=1)
 def mount_faults_unavailable() -> Optional[str]:
-    """Why real mount faults cannot run here, or None when they can."""
+    """Why real mount faults cannot run here, or None when they can: root alone is not enough in
+    an unprivileged container (no CAP_SYS_ADMIN, or a seccomp/AppArmor profile refusing mount), so
+    a tmpfs is really mounted and unmounted once, and a refusal becomes the skip reason."""
     if os.geteuid() != 0:
         return "filesystem faults use real mounts (tmpfs, read-only bind): they need root"
+    if not _effective_capabilities() >> CAP_SYS_ADMIN & 1:
+        return (
+            "filesystem faults use real mounts (tmpfs, read-only bind): they need CAP_SYS_ADMIN, which this "
+            "root process does not have (an unprivileged container; run it privileged to include them)"
+        )
+    with tempfile.TemporaryDirectory(prefix="gate-mount-probe-") as folder:
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", folder], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            return (
+                f"filesystem faults use real mounts (tmpfs, read-only bind), and mount is refused here: "
+                f"{(proc.stderr.strip() or f'exit {proc.returncode}').splitlines()[0]} (a container's seccomp or "
+                f"AppArmor profile?)"
+            )
+        subprocess.run(["umount", folder], capture_output=True, check=False)
     return None
 
 

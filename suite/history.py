@@ -42,9 +42,10 @@ class Regression:
     kind: str  # stage | alert | verdict | version
     subject: str
     detail: str
+    worse: bool = True  # False: a change worth a look, not a step back (a new version, a fix)
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.subject}: {self.detail}"
+        return f"{'REGRESSION' if self.worse else 'CHANGED'} {self.kind} {self.subject}: {self.detail}"
 
 
 def manifest_hash(path: Optional[Path]) -> str:
@@ -172,7 +173,8 @@ def _flips(current: Dict[str, Any], previous: Sequence[Dict[str, Any]]) -> List[
             (r["scenarios"][nodeid] for r in reversed(previous) if r.get("scenarios", {}).get(nodeid) in VERDICTS), None
         )
         if last is not None and last != outcome:
-            found.append(Regression("verdict", nodeid, f"{last} in the run before, {outcome} now"))
+            detail = f"{last} in the run before, {outcome} now"
+            found.append(Regression("verdict", nodeid, detail, worse=outcome not in ("passed", "xfailed")))
     return found
 
 
@@ -183,7 +185,7 @@ def _new_versions(current: Dict[str, Any], previous: Sequence[Dict[str, Any]]) -
     for server in SERVERS:
         now, before = current.get("versions", {}).get(server), previous[-1].get("versions", {}).get(server)
         if now and before and now != before:
-            found.append(Regression("version", server, f"{before} in the run before, {now} now"))
+            found.append(Regression("version", server, f"{before} in the run before, {now} now", worse=False))
     return found
 
 
@@ -244,7 +246,7 @@ def _row(run: Dict[str, Any]) -> List[str]:
         str(counts.get("flaky", 0)),
         str(counts.get("skipped", 0)),
         f"{run.get('duration_s', 0):.1f}",
-        "; ".join(f"{r['kind']} {r['subject']}: {r['detail']}" for r in run.get("regressions", [])) or "-",
+        "; ".join(str(Regression(**r)) for r in run.get("regressions", [])) or "-",
     ]
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 import copy
 import shutil
+import subprocess
+import sys
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import pytest
 import tomllib
 import yaml
 
 from suite.platform import Platform, default_platform_path, load_platform
-from tools import gitops
+from tools import gate_args, gitops
 from tools.gitops import EnvExpectation, Obj
 
 BASE = gitops.GITOPS_DIR / "base"
@@ -45,13 +47,27 @@ def problems_of(
     objects: List[Obj], env: str, envs: Dict[str, EnvExpectation], platform: Platform, gate_image: str
 ) -> List[str]:
     others = [e for name, e in envs.items() if name != env]
-    return gitops.cross_check(objects, envs[env], others, platform.model.name, gate_image, platform.environments[env])
+    return gitops.cross_check(
+        objects,
+        envs[env],
+        others,
+        platform.model.name,
+        gate_image,
+        platform.environments[env],
+        gate_args.gate_options(),
+    )
 
 
-def one(objects: List[Obj], kind: str) -> Obj:
-    found = gitops.of_kind(objects, kind)
-    assert len(found) == 1, f"expected one {kind}, found {[gitops.ref(o) for o in found]}"
+def one(objects: List[Obj], kind: str, name: Optional[str] = None) -> Obj:
+    """The one object of `kind` (named `name`; a generated ConfigMap's hash suffix aside)."""
+    found = [o for o in gitops.of_kind(objects, kind) if name is None or _unhashed(o) == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[gitops.ref(o) for o in found]}"
     return found[0]
+
+
+def _unhashed(obj: Obj) -> str:
+    name = obj["metadata"]["name"]
+    return name.rsplit("-", 1)[0] if obj["kind"] == "ConfigMap" else name
 
 
 # -- the reference as shipped --------------------------------------------------------------------
@@ -65,20 +81,29 @@ def test_every_env_of_the_platform_has_an_overlay(envs):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_overlay_renders_every_piece(rendered, env):
-    kinds = sorted(o["kind"] for o in rendered[env])
-    assert kinds == sorted(
+    names = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in rendered[env])
+    # Generated ConfigMaps carry a content hash: compare them without it.
+    names = sorted(n.rsplit("-", 1)[0] if n.startswith("ConfigMap/") else n for n in names)
+    nightly_platform = ["ConfigMap/gate-nightly-platform"] if env == "dev" else []  # prod's is the hook's
+    assert names == sorted(
         [
-            "ConfigMap",
-            "Deployment",
-            "Job",
-            "PersistentVolumeClaim",
-            "PrometheusRule",
-            "Role",
-            "RoleBinding",
-            "Secret",
-            "Service",
-            "ServiceAccount",
-            "ServiceMonitor",
+            "ConfigMap/gate-platform",
+            *nightly_platform,
+            "CronJob/triton-gate-nightly",
+            "Deployment/triton",
+            "Job/triton-smoke",
+            "PersistentVolumeClaim/triton-gate-history",
+            "PersistentVolumeClaim/triton-model-repository",
+            "PrometheusRule/triton-alerts",
+            "Role/triton-gate-nightly",
+            "Role/triton-smoke",
+            "RoleBinding/triton-gate-nightly",
+            "RoleBinding/triton-smoke",
+            "Secret/alertmanager-triton",
+            "Service/triton",
+            "ServiceAccount/triton-gate-nightly",
+            "ServiceAccount/triton-smoke",
+            "ServiceMonitor/triton",
         ]
     )
 
@@ -158,6 +183,101 @@ def test_hook_runs_as_the_image_user(rendered):
         pod = gitops._pod_spec(one(rendered[env], "Job"))
         assert str(pod["securityContext"]["runAsUser"]) == user
         assert pod["securityContext"]["runAsNonRoot"] is True
+    assert str(gitops.NIGHTLY_UID) == user  # what check_nightly holds the CronJob to
+
+
+def _nightly(objects: List[Obj]) -> Dict[str, object]:
+    """The facts of an env's nightly gate that the envs must differ in."""
+    cron = one(objects, "CronJob")
+    args = gitops._containers(cron)[0]["args"]
+    volumes = {v["name"]: v for v in gitops._pod_spec(cron)["volumes"]}
+    repository = volumes["model-repository"]
+    mounted = volumes["platform"]["configMap"]["name"]
+    cm = next(o for o in gitops.of_kind(objects, "ConfigMap") if o["metadata"]["name"] == mounted)
+    manifest = yaml.safe_load(cm["data"]["platform.yaml"])
+    return {
+        "markers": args[args.index("-m") + 1],
+        "allow_destructive": "--allow-destructive" in args,
+        "repository_read_only": repository["persistentVolumeClaim"].get("readOnly", False),
+        "mlflow": (manifest.get("registry") or {}).get("mlflow_url") is not None,
+        "history": args[args.index("--history") + 1],
+    }
+
+
+def test_nightly_gate_is_broad_in_dev_and_smoke_only_in_prod(rendered):
+    assert _nightly(rendered["dev"]) == {
+        "markers": "smoke or deploy or chaos",
+        "allow_destructive": True,
+        "repository_read_only": False,
+        "mlflow": True,
+        "history": "/var/lib/gate/history.jsonl",
+    }
+    assert _nightly(rendered["prod"]) == {
+        "markers": "smoke",
+        "allow_destructive": False,
+        "repository_read_only": True,
+        "mlflow": False,
+        "history": "/var/lib/gate/history.jsonl",
+    }
+
+
+# What dev's nightly leaves out with -k: the scenarios that need what a cluster cannot give the
+# gate (kill or restart Triton, an extra Triton, the registry's files, the gate's own baseline).
+# Measured against a running platform on --target k8s: without -k these 7 failed and took one
+# more down with them (the alias they moved); with it, 48 passed, 3 skipped, 0 failed.
+NOT_IN_A_CLUSTER = [
+    "test_chaos.py::test_fault_ends_in_the_committed_state[corrupt-model]",
+    "test_chaos.py::test_fault_ends_in_the_committed_state[triton-killed-during-load]",
+    "test_chaos.py::test_fault_ends_in_the_committed_state[triton-killed-during-smoke]",
+    "test_chaos.py::test_full_repository_ends_in_the_committed_state",
+    "test_deploy_contract.py::test_alias_moved_during_a_deploy_records_what_is_served",
+    "test_deploy_contract.py::test_older_version_redeployed_is_served_also_after_a_restart",
+    "test_sequences.py::test_random_sequences_keep_the_invariants",
+]
+
+
+def test_dev_nightly_leaves_out_only_what_a_cluster_cannot_give(rendered, tmp_path):
+    cron = one(rendered["dev"], "CronJob")
+    args = gitops._containers(cron)[0]["args"]
+    manifest = tmp_path / "platform.yaml"
+    manifest.write_text(one(rendered["dev"], "ConfigMap", "gate-nightly-platform")["data"]["platform.yaml"])
+
+    def collected(*extra: str) -> set:
+        argv = [
+            "scenarios",
+            "--co",
+            "-q",
+            "--target",
+            "k8s",
+            "--platform",
+            str(manifest),
+            "-m",
+            args[args.index("-m") + 1],
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *argv, "--report-dir", str(tmp_path / "out"), *extra],
+            cwd=gitops.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return {line.split("scenarios/", 1)[-1] for line in proc.stdout.splitlines() if "::" in line}
+
+    everything = collected()
+    kept = collected("-k", args[args.index("-k") + 1])
+    assert sorted(everything - kept) == NOT_IN_A_CLUSTER
+    assert len(kept) > 40  # the deploy and fault scenarios a cluster can run stay in
+
+
+def test_nightly_role_is_what_a_run_asks_of_the_api(rendered):
+    # Measured with a recording stand-in API server: a dev nightly (smoke, deploy and chaos on
+    # --target k8s) made exactly GET /version and a pod list; nothing else, no write.
+    for env in ENVS:
+        assert one(rendered[env], "Role", "triton-gate-nightly")["rules"] == [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+        ]
 
 
 # -- broken on purpose: every check must be able to fail ------------------------------------------
@@ -228,15 +348,15 @@ def _hook_args(objs: List[Obj], old: str, new: str) -> None:
 
 
 def _role_rule(objs: List[Obj]) -> dict:
-    return one(objs, "Role")["rules"][0]
+    return one(objs, "Role", "triton-smoke")["rules"][0]
 
 
 def _platform_cm(objs: List[Obj], text: str) -> None:
-    one(objs, "ConfigMap")["data"]["platform.yaml"] = text
+    one(objs, "ConfigMap", "gate-platform")["data"]["platform.yaml"] = text
 
 
 def _platform_edit(objs: List[Obj], change: Callable[[dict], None]) -> None:
-    manifest = yaml.safe_load(one(objs, "ConfigMap")["data"]["platform.yaml"])
+    manifest = yaml.safe_load(one(objs, "ConfigMap", "gate-platform")["data"]["platform.yaml"])
     cluster = manifest["environments"]["dev"]["cluster"]
     change(cluster)
     if not cluster:
@@ -392,6 +512,11 @@ SCHEMA_BREAKAGES: Dict[str, tuple] = {
         lambda o: o.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"}}),
         "no Kubernetes 1.32 schema for monitoring.coreos.com/v1 PodMonitor",
     ),
+    "cronjob-misspelled-field": (
+        lambda o: one(o, "CronJob")["spec"].update(concurencyPolicy="Forbid"),
+        "concurencyPolicy",
+    ),
+    "cronjob-schedule-as-number": (lambda o: one(o, "CronJob")["spec"].update(schedule=17), "spec.schedule"),
 }
 
 
@@ -441,3 +566,225 @@ def test_broken_dockerfile_is_caught(tmp_path):
         "must not contain Triton",
     ):
         assert expected in problems, f"{expected!r} not in:\n{problems}"
+
+
+# -- the nightly CronJob, broken on purpose --------------------------------------------------------
+
+
+def _cron(objs: List[Obj]) -> Obj:
+    return one(objs, "CronJob")
+
+
+def _cron_pod(objs: List[Obj]) -> Obj:
+    return gitops._pod_spec(_cron(objs))
+
+
+def _cron_c(objs: List[Obj]) -> Obj:
+    return gitops._containers(_cron(objs))[0]
+
+
+def _cron_arg(objs: List[Obj], old: str, new: str) -> None:
+    args = _cron_c(objs)["args"]
+    args[args.index(old)] = new
+
+
+def _cron_mount(objs: List[Obj], name: str, **change) -> None:
+    next(m for m in _cron_c(objs)["volumeMounts"] if m["name"] == name).update(change)
+
+
+def _cron_volume(objs: List[Obj], name: str) -> Obj:
+    return next(v for v in _cron_pod(objs)["volumes"] if v["name"] == name)
+
+
+def _nightly_role(objs: List[Obj]) -> dict:
+    return one(objs, "Role", "triton-gate-nightly")["rules"][0]
+
+
+def _nightly_manifest(objs: List[Obj], change: Callable[[dict], None]) -> None:
+    cm = one(objs, "ConfigMap", "gate-nightly-platform")
+    manifest = yaml.safe_load(cm["data"]["platform.yaml"])
+    change(manifest)
+    cm["data"]["platform.yaml"] = yaml.safe_dump(manifest)
+
+
+NIGHTLY_BREAKAGES: Dict[str, tuple] = {
+    # prod: smoke only, read-only, never destructive
+    "prod-allow-destructive": (
+        "prod",
+        lambda o: _cron_c(o)["args"].append("--allow-destructive"),
+        "--allow-destructive in protected prod: never on a schedule",
+    ),
+    "prod-deploy-markers": (
+        "prod",
+        lambda o: _cron_arg(o, "smoke", "smoke or deploy"),
+        "runs -m 'smoke or deploy' in protected prod; expected -m smoke",
+    ),
+    "prod-chaos-markers": ("prod", lambda o: _cron_arg(o, "smoke", "chaos"), "runs -m 'chaos' in protected prod"),
+    "prod-full-gate": (
+        "prod",
+        lambda o: [_cron_c(o)["args"].remove(a) for a in ("-m", "smoke")],
+        "runs the full gate in protected prod",
+    ),
+    "prod-writable-repository-mount": (
+        "prod",
+        lambda o: [
+            _cron_mount(o, "model-repository", readOnly=False),
+            _cron_volume(o, "model-repository")["persistentVolumeClaim"].update(readOnly=False),
+        ],
+        "the model repository PVC 'triton-model-repository' is writable in protected prod",
+    ),
+    "prod-repository-mount-not-read-only": (
+        "prod",
+        lambda o: _cron_mount(o, "model-repository", readOnly=False),
+        "is writable in protected prod",
+    ),
+    # dev: deploys need a writable repository and an MLflow
+    "dev-deploys-on-a-read-only-repository": (
+        "dev",
+        lambda o: _cron_mount(o, "model-repository", readOnly=True),
+        "runs deploy/chaos scenarios with the model repository read-only",
+    ),
+    "dev-manifest-without-registry": (
+        "dev",
+        lambda o: _nightly_manifest(o, lambda m: m.pop("registry")),
+        "its manifest names no `registry: {mlflow_url}`",
+    ),
+    # RBAC: list pods, nothing more
+    "nightly-role-can-create-pods": (
+        "prod",
+        lambda o: _nightly_role(o)["verbs"].append("create"),
+        "Role/triton-prod/triton-gate-nightly: rules[0] grants write verbs ['create'] on pods",
+    ),
+    "nightly-role-can-delete-pods-in-dev": (
+        "dev",
+        lambda o: _nightly_role(o)["verbs"].append("delete"),
+        "grants write verbs ['delete'] on pods",
+    ),
+    "nightly-role-watches": ("dev", lambda o: _nightly_role(o)["verbs"].append("watch"), "grants ['watch'] on pods"),
+    "nightly-role-lists-secrets": (
+        "dev",
+        lambda o: _nightly_role(o)["resources"].append("secrets"),
+        "grants ['list'] on secrets, beyond what the gate asks",
+    ),
+    "nightly-default-service-account": (
+        "dev",
+        lambda o: _cron_pod(o).update(serviceAccountName="default"),
+        "serviceAccountName 'default' is not a ServiceAccount in 'triton-dev'",
+    ),
+    # schedule and limits
+    "schedule-invalid-hour": (
+        "dev",
+        lambda o: _cron(o)["spec"].update(schedule="17 25 * * *"),
+        "hour field '25' is not within 0-23",
+    ),
+    "schedule-with-seconds": ("dev", lambda o: _cron(o)["spec"].update(schedule="0 17 2 * * *"), "has 6 fields"),
+    "concurrency-allowed": (
+        "dev",
+        lambda o: _cron(o)["spec"].update(concurrencyPolicy="Allow"),
+        "concurrencyPolicy='Allow', expected 'Forbid'",
+    ),
+    "no-starting-deadline": (
+        "dev",
+        lambda o: _cron(o)["spec"].pop("startingDeadlineSeconds"),
+        "startingDeadlineSeconds=None",
+    ),
+    "no-failed-history": (
+        "prod",
+        lambda o: _cron(o)["spec"].pop("failedJobsHistoryLimit"),
+        "failedJobsHistoryLimit=None",
+    ),
+    "retries": ("dev", lambda o: gitops._job_spec(_cron(o)).update(backoffLimit=2), "backoffLimit=2, expected 0"),
+    "unbounded": (
+        "dev",
+        lambda o: gitops._job_spec(_cron(o)).pop("activeDeadlineSeconds"),
+        "activeDeadlineSeconds must bound the run",
+    ),
+    # the image and what it is given
+    "other-image": ("dev", lambda o: _cron_c(o).update(image="python:3.11"), "expected the pinned gate image"),
+    "unknown-option": (
+        "prod",
+        lambda o: _cron_arg(o, "--gate-reruns", "--gate-rerun"),
+        "--gate-rerun is not an option of the gate",
+    ),
+    "targets-local": (
+        "dev",
+        lambda o: _cron_arg(o, "k8s", "local"),
+        "expected pytest scenarios ... --target k8s",
+    ),
+    "history-on-tmp": (
+        "dev",
+        lambda o: _cron_arg(o, "/var/lib/gate/history.jsonl", "/tmp/history.jsonl"),
+        "--history /tmp/history.jsonl is not on a writable PersistentVolumeClaim",
+    ),
+    "history-volume-read-only": (
+        "prod",
+        lambda o: _cron_mount(o, "history", readOnly=True),
+        "--history /var/lib/gate/history.jsonl is not on a writable PersistentVolumeClaim",
+    ),
+    "reports-on-the-read-only-root": (
+        "prod",
+        lambda o: _cron_arg(o, "/tmp/gate-reports", "reports/out"),
+        "--report-dir reports/out is not on a writable volume",
+    ),
+    "platform-not-mounted": (
+        "dev",
+        lambda o: _cron_arg(o, "/etc/gate/platform.yaml", "/opt/platform.yaml"),
+        "--platform /opt/platform.yaml is not in a mounted ConfigMap",
+    ),
+    # hardening
+    "runs-as-root": (
+        "dev",
+        lambda o: _cron_pod(o)["securityContext"].update(runAsUser=0, runAsNonRoot=False),
+        "must run as non-root UID 10001",
+    ),
+    "privilege-escalation": (
+        "prod",
+        lambda o: _cron_c(o)["securityContext"].update(allowPrivilegeEscalation=True),
+        "allowPrivilegeEscalation: false",
+    ),
+    "writable-root": (
+        "prod",
+        lambda o: _cron_c(o)["securityContext"].pop("readOnlyRootFilesystem"),
+        "needs readOnlyRootFilesystem: true",
+    ),
+    "capabilities-kept": (
+        "dev",
+        lambda o: _cron_c(o)["securityContext"].update(capabilities={"add": ["SYS_ADMIN"]}),
+        "expected drop: [ALL] and nothing added",
+    ),
+    "no-seccomp": (
+        "dev",
+        lambda o: _cron_pod(o)["securityContext"].pop("seccompProfile"),
+        "seccompProfile None, expected RuntimeDefault",
+    ),
+    "no-tmp": (
+        "prod",
+        lambda o: _cron_c(o)["volumeMounts"].remove(next(m for m in _cron_c(o)["volumeMounts"] if m["name"] == "tmp")),
+        "no emptyDir at /tmp",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NIGHTLY_BREAKAGES))
+def test_each_broken_nightly_is_caught(name, rendered, envs, platform, gate_image):
+    env, breakage, expected = NIGHTLY_BREAKAGES[name]
+    objects = copy.deepcopy(rendered[env])
+    breakage(objects)
+    problems = problems_of(objects, env, envs, platform, gate_image)
+    assert any(expected in p for p in problems), f"{name}: expected a problem containing {expected!r}, got {problems}"
+
+
+def test_prod_overlay_patched_into_a_destructive_nightly_is_caught(deploy_copy, envs, platform, gate_image):
+    # The likely slip: dev's nightly patch copied into prod's overlay.
+    prod = deploy_copy / "gitops" / "overlays" / "prod"
+    shutil.copy(deploy_copy / "gitops" / "overlays" / "dev" / "nightly-patch.yaml", prod)
+    text = (prod / "nightly-patch.yaml").read_text().replace("gate-nightly-platform", "gate-platform")
+    (prod / "nightly-patch.yaml").write_text(text)
+    edit_kustomization(prod / "kustomization.yaml", lambda doc: doc["patches"].append({"path": "nightly-patch.yaml"}))
+    problems = problems_of(gitops.render(prod), "prod", envs, platform, gate_image)
+    for expected in (
+        "runs -m 'smoke or deploy or chaos' in protected prod",
+        "--allow-destructive in protected prod",
+        "the model repository PVC 'triton-model-repository' is writable in protected prod",
+    ):
+        assert any(expected in p for p in problems), f"{expected!r} not in {problems}"

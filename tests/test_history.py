@@ -56,6 +56,17 @@ def test_each_rule_flags_what_it_names_and_nothing_else(current, expected):
     assert _kinds(history.regressions(current, STEADY)) == expected
 
 
+def test_only_steps_back_are_regressions_a_fix_or_a_new_version_is_a_change():
+    worse = {(r.kind, r.worse) for r in history.regressions(_run("now", {"load": 2.5}, outcome="failed"), STEADY)}
+    assert worse == {("stage", True), ("verdict", True)}
+    fixed = history.regressions(_run("now"), [*STEADY, _run("failing", outcome="failed")])
+    assert [(r.kind, r.worse, str(r)) for r in fixed] == [
+        ("verdict", False, f"CHANGED verdict {SCENARIO}: failed in the run before, passed now")
+    ]
+    [new] = history.regressions(_run("now", versions={"Triton": "2.52.0", "MLflow": "3.17.2"}), STEADY)
+    assert not new.worse and str(new) == "CHANGED version Triton: 2.51.0 in the run before, 2.52.0 now"
+
+
 def test_no_judgement_of_speed_before_enough_runs():
     few = STEADY[: history.MIN_RUNS - 1]
     assert history.regressions(_run("now", {"load": 9.0}), few) == []

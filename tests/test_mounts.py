@@ -4,6 +4,8 @@ for the run and restored after (real mounts, as root)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,39 @@ def test_without_root_the_error_says_what_to_run(tmp_path, monkeypatch):
     message = str(raised.value)
     assert f"{tmp_path} is on the private mount /; expected a shared or slave mount" in message
     assert f"mount --bind {tmp_path} {tmp_path} && mount --make-shared {tmp_path}" in message
+
+
+# -- root without the right to mount (an unprivileged container): the mount faults skip, saying why --
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_CAP_SYS_ADMIN = ["capsh", "--drop=cap_sys_admin", "--", "-c"]
+NO_MOUNT_NAMESPACE = ["unshare", "--user", "--map-root-user", "bash", "-c"]  # root of a user namespace
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping the right to mount is only meaningful for root")
+@pytest.mark.parametrize(
+    "wrapper, reason",
+    [
+        (NO_CAP_SYS_ADMIN, "they need CAP_SYS_ADMIN, which this root process does not have"),
+        (NO_MOUNT_NAMESPACE, "mount is refused here: mount: /tmp/gate-mount-probe-"),
+    ],
+    ids=["no-cap-sys-admin", "mount-refused"],
+)
+def test_root_that_may_not_mount_is_told_why(wrapper, reason):
+    probe = f"{sys.executable} -c 'from suite.faults import mount_faults_unavailable as m; print(m())'"
+    seen = subprocess.run([*wrapper, probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert reason in seen.stdout, seen.stdout + seen.stderr
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if "gate-mount-probe" in line]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping the right to mount is only meaningful for root")
+def test_the_gate_skips_the_mount_faults_when_it_may_not_mount(tmp_path):
+    """The gate as root in an unprivileged container: a skip with the reason, not a failed mount."""
+    gate = (
+        f"{sys.executable} -m pytest scenarios -k 'repository-read-only or test_full_repository' "
+        f"-rs -q -p no:cacheprovider --report-dir {tmp_path / 'out'} --basetemp {tmp_path / 'tmp'}"
+    )
+    seen = subprocess.run([*NO_CAP_SYS_ADMIN, gate], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = seen.stdout + seen.stderr
+    assert seen.returncode == 0 and "2 skipped" in output, output[-3000:]
+    assert output.count("they need CAP_SYS_ADMIN") == 2, output[-3000:]

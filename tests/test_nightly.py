@@ -141,6 +141,8 @@ def test_the_history_has_every_run_and_flags_what_changed(nightly):
     slow = [(r["kind"], r["subject"]) for r in flagged[5]]
     assert ("stage", "command") in slow and ("verdict", SCENARIO) in slow, flagged[5]
     assert "REGRESSION stage command: " in runs[4].output
+    # a flip back to passed is a change to know about, not a step back
+    assert f"CHANGED verdict {SCENARIO}: flaky in the run before, passed now" in runs[4].output
     assert [(r["kind"], r["subject"]) for r in flagged[6]] == [("verdict", SCENARIO)], flagged[6]
     assert runs[5].summary["history"]["flake_rates"] == {SCENARIO: {"flaky": 2, "runs": 6, "rate": 0.333}}
 
@@ -169,7 +171,7 @@ def test_python_m_suite_history_prints_the_same(nightly):
         "regressions",
     ]
     assert len([r for r in rows if r.startswith("2")]) == 6
-    assert "stage command: " in rows[5] and "1.5 x the rolling median" in rows[5]
+    assert "REGRESSION stage command: " in rows[5] and "1.5 x the rolling median" in rows[5]
     assert f"{SCENARIO}: 2/6 (33%)" in shown.stdout
     markdown = subprocess.run(
         [sys.executable, "-m", "suite", "history", "--history", str(history), "--format", "markdown", "--last", "2"],

@@ -11,13 +11,15 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import yaml
 
 from suite.errors import GateError, PlatformError
-from suite.platform import EnvironmentSpec, Platform, load_platform
+from suite.platform import EnvironmentSpec, Platform, is_protected, load_platform
+from suite.targets.guard import DESTRUCTIVE_MARKERS
+from tools.gate_args import cron_problems, gate_options, markers_in, option_value, unknown_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GITOPS_DIR = REPO_ROOT / "deploy" / "gitops"
@@ -30,6 +32,11 @@ HOOK_ANNOTATIONS = {
 HOOK_ARGS = ("scenarios", "-m", "smoke", "--target", "k8s")
 READ_ONLY_VERBS = frozenset({"get", "list", "watch"})
 SMOKE_RESOURCES = frozenset({"pods", "services", "endpoints"})
+# The nightly gate's UID: the gate image's USER (Dockerfile; tests/test_gitops.py holds them equal).
+NIGHTLY_UID = 10001
+# All a nightly run asks of the Kubernetes API besides /version (open to every account): the pod
+# list of the smoke's pod check. Deploys and faults use Triton, MLflow and the mounted repository.
+NIGHTLY_RULES: Dict[Tuple[str, str], frozenset] = {("", "pods"): frozenset({"list"})}
 # Triton issue #7014: server-level ready answers 400 during every explicit reload.
 SERVER_READY_PATH = "/v2/health/ready"
 
@@ -225,12 +232,18 @@ def promtool_check_rules(rule: Obj, promtool: Optional[str] = None) -> List[str]
 # -- cross-references of one environment's overlay ---------------------------------------------
 
 
+def _job_spec(obj: Obj) -> Obj:
+    """A Job's spec; for a CronJob, the spec of the Jobs it creates."""
+    spec = obj.get("spec") or {}
+    return ((spec.get("jobTemplate") or {}).get("spec") or {}) if obj.get("kind") == "CronJob" else spec
+
+
 def _containers(obj: Obj) -> List[Obj]:
-    return list(((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [])
+    return list(_pod_spec(obj).get("containers") or [])
 
 
 def _pod_spec(obj: Obj) -> Obj:
-    return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return (_job_spec(obj).get("template") or {}).get("spec") or {}
 
 
 def _labels(obj: Obj) -> Dict[str, str]:
@@ -395,10 +408,10 @@ def _volume(workload: Obj, name: str) -> Optional[Obj]:
 
 
 def check_volumes(objects: Sequence[Obj]) -> List[str]:
-    """Every PVC and ConfigMap a Deployment or Job mounts exists in its namespace."""
+    """Every PVC and ConfigMap a Deployment, Job or CronJob mounts exists in its namespace."""
     problems: List[str] = []
     existing = {(o["kind"], (o.get("metadata") or {}).get("namespace"), o["metadata"]["name"]) for o in objects}
-    for workload in of_kind(objects, "Deployment") + of_kind(objects, "Job"):
+    for workload in of_kind(objects, "Deployment") + of_kind(objects, "Job") + of_kind(objects, "CronJob"):
         ns = (workload.get("metadata") or {}).get("namespace")
         for volume in _pod_spec(workload).get("volumes") or []:
             for kind, key, name_key in (
@@ -459,12 +472,8 @@ def check_hook(
     c = containers[0]
     if c.get("image") != gate_image:
         problems.append(f"{ref(job)}: image {c.get('image')!r}, expected the gate image {gate_image!r}")
-    command = list(c.get("command") or [])
-    args = (
-        [str(a) for a in command[1:] + list(c.get("args") or [])] if command else [str(a) for a in c.get("args") or []]
-    )
-    if command and command[0] not in ("pytest",):
-        problems.append(f"{ref(job)}: command {command!r}: the gate image runs pytest")
+    args, wrong_command = _pytest_args(job, c)
+    problems += wrong_command
     if tuple(args[: len(HOOK_ARGS)]) != HOOK_ARGS:
         problems.append(f"{ref(job)}: runs pytest {' '.join(args)}, expected pytest {' '.join(HOOK_ARGS)} ...")
     if "--platform" not in args or args.index("--platform") + 1 >= len(args):
@@ -494,36 +503,9 @@ def _check_mounted_manifest(
     model: str,
     reference: Optional[EnvironmentSpec],
 ) -> List[str]:
-    mount = next(
-        (
-            m
-            for m in container.get("volumeMounts") or []
-            if path.startswith(str(m.get("mountPath", "")).rstrip("/") + "/")
-        ),
-        None,
-    )
-    volume = _volume(job, mount["name"]) if mount else None
-    if not volume or "configMap" not in volume:
-        return [f"{ref(job)}: --platform {path} is not in a mounted ConfigMap"]
-    ns = (job.get("metadata") or {}).get("namespace")
-    cm = next(
-        (
-            o
-            for o in of_kind(objects, "ConfigMap")
-            if o["metadata"]["name"] == volume["configMap"]["name"] and o["metadata"].get("namespace") == ns
-        ),
-        None,
-    )
-    key = path[len(str(mount["mountPath"]).rstrip("/")) + 1 :]
-    if cm is None or key not in (cm.get("data") or {}):
-        return [f"{ref(job)}: --platform {path}: ConfigMap {volume['configMap']['name']!r} has no key {key!r}"]
-    with tempfile.TemporaryDirectory(prefix="gate-platform-") as tmp:
-        manifest = Path(tmp) / "platform.yaml"
-        manifest.write_text(cm["data"][key])
-        try:
-            platform = load_platform(manifest)
-        except PlatformError as exc:
-            return [f"{ref(cm)}: the hook's platform manifest is not valid for the gate: {exc}"]
+    cm, platform, problem = mounted_manifest(objects, job, container, path)
+    if problem or cm is None or platform is None:
+        return [problem or f"{ref(job)}: --platform {path}: no manifest"]
     problems: List[str] = []
     if platform.model.name != model:
         problems.append(f"{ref(cm)}: manifest model {platform.model.name!r}, but Triton loads {model!r}")
@@ -544,6 +526,55 @@ def _check_mounted_manifest(
             )
         problems += _check_cluster_endpoints(objects, job, container, cm, spec, env)
     return problems
+
+
+def _pytest_args(workload: Obj, container: Obj) -> Tuple[List[str], List[str]]:
+    """What the gate image's pytest is given (its entrypoint, or a `command: [pytest, ...]`)."""
+    command = list(container.get("command") or [])
+    args = [str(a) for a in command[1:] + list(container.get("args") or [])]
+    if command and command[0] not in ("pytest",):
+        return args, [f"{ref(workload)}: command {command!r}: the gate image runs pytest"]
+    return args, []
+
+
+def _mount_of(container: Obj, path: str) -> Optional[Obj]:
+    """The volumeMount a path lies under (the deepest one)."""
+    mounts = [
+        m
+        for m in container.get("volumeMounts") or []
+        if (path + "/").startswith(str(m.get("mountPath", "")).rstrip("/") + "/")
+    ]
+    return max(mounts, key=lambda m: len(str(m.get("mountPath", ""))), default=None)
+
+
+def mounted_manifest(
+    objects: Sequence[Obj], workload: Obj, container: Obj, path: str
+) -> Tuple[Optional[Obj], Optional[Platform], Optional[str]]:
+    """The ConfigMap holding `--platform path` and the manifest loaded from it, or why not."""
+    mount = _mount_of(container, path)
+    volume = _volume(workload, mount["name"]) if mount and mount.get("mountPath") != path else None
+    if not volume or "configMap" not in volume:
+        return None, None, f"{ref(workload)}: --platform {path} is not in a mounted ConfigMap"
+    ns = (workload.get("metadata") or {}).get("namespace")
+    cm = next(
+        (
+            o
+            for o in of_kind(objects, "ConfigMap")
+            if o["metadata"]["name"] == volume["configMap"]["name"] and o["metadata"].get("namespace") == ns
+        ),
+        None,
+    )
+    key = path[len(str(mount["mountPath"]).rstrip("/")) + 1 :]
+    if cm is None or key not in (cm.get("data") or {}):
+        problem = f"{ref(workload)}: --platform {path}: ConfigMap {volume['configMap']['name']!r} has no key {key!r}"
+        return None, None, problem
+    with tempfile.TemporaryDirectory(prefix="gate-platform-") as tmp:
+        manifest = Path(tmp) / "platform.yaml"
+        manifest.write_text(cm["data"][key])
+        try:
+            return cm, load_platform(manifest), None
+        except PlatformError as exc:
+            return cm, None, f"{ref(cm)}: the hook's platform manifest is not valid for the gate: {exc}"
 
 
 def _check_cluster_endpoints(
@@ -657,6 +688,228 @@ def check_rbac(objects: Sequence[Obj]) -> List[str]:
     return problems
 
 
+# -- the nightly gate (CronJob) -------------------------------------------------------------------
+
+
+def check_nightly(
+    objects: Sequence[Obj],
+    env: EnvExpectation,
+    model: str,
+    gate_image: str,
+    reference: Optional[EnvironmentSpec] = None,
+    known_options: Optional[Collection[str]] = None,
+) -> List[str]:
+    """The nightly gate CronJob: schedule and limits, hardening, real gate options, and a scope that
+    fits the env: prod smoke-only on a read-only repository, dev's deploys on a writable one."""
+    cronjobs = of_kind(objects, "CronJob")
+    if len(cronjobs) != 1:
+        return [f"expected exactly one nightly gate CronJob, found {[ref(c) for c in cronjobs]}"]
+    cron = cronjobs[0]
+    problems = _check_cron_schedule(cron) + _check_cron_job(cron)
+    containers = _containers(cron)
+    if len(containers) != 1:
+        return problems + [f"{ref(cron)}: expected one container (the gate), found {len(containers)}"]
+    c = containers[0]
+    if c.get("image") != gate_image:
+        problems.append(f"{ref(cron)}: image {c.get('image')!r}, expected the pinned gate image {gate_image!r}")
+    problems += _check_hardening(cron, c)
+    args, wrong_command = _pytest_args(cron, c)
+    known = gate_options() if known_options is None else known_options
+    problems += wrong_command + _check_nightly_args(cron, c, args, known)
+    path = option_value(args, "--platform")
+    if path is None:
+        return problems + [f"{ref(cron)}: no --platform argument: the nightly must say which manifest it checks"]
+    problems += _check_mounted_manifest(objects, cron, c, path, env, model, reference)
+    _, platform, _ = mounted_manifest(objects, cron, c, path)
+    specs = [s for s in (reference, platform.environments.get(env.name) if platform else None) if s is not None]
+    protected = any(is_protected(env.name, s) for s in specs)
+    problems += _check_nightly_scope(objects, cron, c, args, env, protected, platform)
+    account = _pod_spec(cron).get("serviceAccountName")
+    return problems + _check_service_account(objects, cron, account) + _check_nightly_role(objects, cron, account)
+
+
+def _check_cron_schedule(cron: Obj) -> List[str]:
+    spec = cron.get("spec") or {}
+    problems = [f"{ref(cron)}: {p}" for p in cron_problems(spec.get("schedule"))]
+    if spec.get("concurrencyPolicy") != "Forbid":
+        problems.append(
+            f"{ref(cron)}: concurrencyPolicy={spec.get('concurrencyPolicy')!r}, expected 'Forbid' "
+            f"(two gates on one env race on its repository and history)"
+        )
+    if not isinstance(spec.get("startingDeadlineSeconds"), int) or spec["startingDeadlineSeconds"] <= 0:
+        problems.append(
+            f"{ref(cron)}: startingDeadlineSeconds={spec.get('startingDeadlineSeconds')!r}: a missed night "
+            f"must not start at any hour"
+        )
+    for limit in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        if not isinstance(spec.get(limit), int) or spec[limit] < (1 if limit.startswith("failed") else 0):
+            problems.append(f"{ref(cron)}: {limit}={spec.get(limit)!r}: keep a bounded number of runs (failed: >= 1)")
+    return problems
+
+
+def _check_cron_job(cron: Obj) -> List[str]:
+    spec = _job_spec(cron)
+    problems = []
+    if spec.get("backoffLimit") != 0:
+        problems.append(
+            f"{ref(cron)}: backoffLimit={spec.get('backoffLimit')!r}, expected 0 (a retried gate can turn a "
+            f"failing platform green)"
+        )
+    if not isinstance(spec.get("activeDeadlineSeconds"), int) or spec["activeDeadlineSeconds"] <= 0:
+        problems.append(
+            f"{ref(cron)}: activeDeadlineSeconds must bound the run, got {spec.get('activeDeadlineSeconds')!r}"
+        )
+    if _pod_spec(cron).get("restartPolicy") != "Never":
+        problems.append(f"{ref(cron)}: restartPolicy={_pod_spec(cron).get('restartPolicy')!r}, expected 'Never'")
+    return problems
+
+
+def _check_hardening(workload: Obj, c: Obj) -> List[str]:
+    """Non-root as the image's user, no privilege, read-only root, no capabilities, seccomp, /tmp."""
+    pod_sc = _pod_spec(workload).get("securityContext") or {}
+    sc = c.get("securityContext") or {}
+    problems = []
+    user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True or user != NIGHTLY_UID:
+        problems.append(
+            f"{ref(workload)}: must run as non-root UID {NIGHTLY_UID} (runAsNonRoot: true), runs as {user!r}"
+        )
+    seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+    if seccomp != "RuntimeDefault":
+        problems.append(f"{ref(workload)}: seccompProfile {seccomp!r}, expected RuntimeDefault")
+    if sc.get("allowPrivilegeEscalation") is not False or sc.get("privileged"):
+        problems.append(f"{ref(workload)}: container gate needs allowPrivilegeEscalation: false and no privileged")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        problems.append(f"{ref(workload)}: container gate needs readOnlyRootFilesystem: true")
+    caps = sc.get("capabilities") or {}
+    if "ALL" not in (caps.get("drop") or []) or caps.get("add"):
+        problems.append(f"{ref(workload)}: capabilities {caps}, expected drop: [ALL] and nothing added")
+    tmp = _mount_of(c, "/tmp")
+    if not tmp or tmp.get("mountPath") != "/tmp" or "emptyDir" not in (_volume(workload, tmp["name"]) or {}):
+        problems.append(f"{ref(workload)}: no emptyDir at /tmp: with a read-only root the gate has no scratch space")
+    return problems
+
+
+def _writable(workload: Obj, c: Obj, path: str) -> Optional[Obj]:
+    """The volume a path is on when the container may write there, else None (the root is read-only)."""
+    mount = _mount_of(c, path)
+    volume = _volume(workload, mount["name"]) if mount else None
+    if not volume or mount.get("readOnly") or (volume.get("persistentVolumeClaim") or {}).get("readOnly"):
+        return None
+    return volume if ("emptyDir" in volume or "persistentVolumeClaim" in volume) else None
+
+
+def _check_nightly_args(cron: Obj, c: Obj, args: List[str], known: Collection[str]) -> List[str]:
+    problems = [f"{ref(cron)}: {name} is not an option of the gate" for name in unknown_options(args, known)]
+    if args[:1] != ["scenarios"] or option_value(args, "--target") != "k8s":
+        problems.append(f"{ref(cron)}: runs pytest {' '.join(args)}, expected pytest scenarios ... --target k8s")
+    history = option_value(args, "--history")
+    volume = _writable(cron, c, history) if history else None
+    if history is None or not volume or "persistentVolumeClaim" not in volume:
+        problems.append(
+            f"{ref(cron)}: --history {history} is not on a writable PersistentVolumeClaim: the next night "
+            f"would start a new history"
+        )
+    reports = option_value(args, "--report-dir")
+    if reports is None or not _writable(cron, c, reports):
+        problems.append(f"{ref(cron)}: --report-dir {reports} is not on a writable volume (the root is read-only)")
+    return problems
+
+
+def _repository_claims(objects: Sequence[Obj]) -> set:
+    """The PVCs Triton serves its model repository from."""
+    return {
+        v["persistentVolumeClaim"].get("claimName")
+        for d in of_kind(objects, "Deployment")
+        for v in _pod_spec(d).get("volumes") or []
+        if "persistentVolumeClaim" in v
+    }
+
+
+def _check_nightly_scope(
+    objects: Sequence[Obj],
+    cron: Obj,
+    c: Obj,
+    args: List[str],
+    env: EnvExpectation,
+    protected: bool,
+    platform: Optional[Platform],
+) -> List[str]:
+    markers = option_value(args, "-m")
+    destructive = markers is None or bool(markers_in(markers) & set(DESTRUCTIVE_MARKERS))
+    mounts = {m.get("name"): m for m in c.get("volumeMounts") or []}
+    repository = [
+        (v, mounts.get(v["name"]))
+        for v in _pod_spec(cron).get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("claimName") in _repository_claims(objects)
+    ]
+    if not repository or not all(m for _, m in repository):
+        return [f"{ref(cron)}: does not mount the model repository PVC (current.json is read there)"]
+    writable = [v["persistentVolumeClaim"]["claimName"] for v, m in repository if _writable(cron, c, m["mountPath"])]
+    # As the hook's: read-only on both the volume and its mount, so neither alone can be flipped.
+    not_read_only = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v, m in repository
+        if not (v["persistentVolumeClaim"].get("readOnly") and m.get("readOnly"))
+    ]
+    problems = []
+    if protected:
+        if markers != "smoke":
+            problems.append(
+                f"{ref(cron)}: runs {'the full gate' if markers is None else f'-m {markers!r}'} in protected "
+                f"{env.name}; expected -m smoke (deploy and chaos scenarios change what {env.name} serves)"
+            )
+        if "--allow-destructive" in args:
+            problems.append(f"{ref(cron)}: --allow-destructive in protected {env.name}: never on a schedule")
+        problems += [
+            f"{ref(cron)}: the model repository PVC {claim!r} is writable in protected {env.name}; mount it "
+            f"read-only (volume and volumeMount readOnly: true)"
+            for claim in not_read_only
+        ]
+        return problems
+    if destructive and not writable:
+        problems.append(
+            f"{ref(cron)}: runs deploy/chaos scenarios with the model repository read-only: every deploy "
+            f"would fail to write it"
+        )
+    if destructive and platform is not None and platform.spec.registry is None:
+        problems.append(
+            f"{ref(cron)}: runs deploy/chaos scenarios, but its manifest names no `registry: {{mlflow_url}}`: "
+            f"on --target k8s deploys come from the platform's MLflow"
+        )
+    return problems
+
+
+def _check_nightly_role(objects: Sequence[Obj], cron: Obj, account: Optional[str]) -> List[str]:
+    """The nightly's Role grants what a run asks of the API (list pods) and nothing more."""
+    ns = (cron.get("metadata") or {}).get("namespace")
+    roles = {
+        (b.get("roleRef") or {}).get("name")
+        for b in of_kind(objects, "RoleBinding")
+        if any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in b.get("subjects") or [])
+    }
+    problems = []
+    for role in of_kind(objects, "Role"):
+        if role["metadata"]["name"] not in roles or role["metadata"].get("namespace") != ns:
+            continue
+        for i, rule in enumerate(role.get("rules") or []):
+            for group in rule.get("apiGroups") or [""]:
+                for resource in rule.get("resources") or []:
+                    extra = set(rule.get("verbs") or []) - NIGHTLY_RULES.get((group, resource), frozenset())
+                    writes = sorted(extra - READ_ONLY_VERBS)
+                    if writes:
+                        problems.append(
+                            f"{ref(role)}: rules[{i}] grants write verbs {writes} on {resource}; a nightly run "
+                            f"never writes through the Kubernetes API (deploys go through Triton, MLflow, the PVC)"
+                        )
+                    if extra & READ_ONLY_VERBS:
+                        problems.append(
+                            f"{ref(role)}: rules[{i}] grants {sorted(extra & READ_ONLY_VERBS)} on {resource}, "
+                            f"beyond what the gate asks (list pods)"
+                        )
+    return problems
+
+
 def cross_check(
     objects: Sequence[Obj],
     env: EnvExpectation,
@@ -664,8 +917,10 @@ def cross_check(
     model: str,
     gate_image: str,
     reference: Optional[EnvironmentSpec] = None,
+    known_options: Optional[Collection[str]] = None,
 ) -> List[str]:
-    """Every cross-reference of one env's rendered overlay; [] when consistent."""
+    """Every cross-reference of one env's rendered overlay; [] when consistent. `known_options`:
+    the gate's options (default: `pytest scenarios --help`)."""
     return (
         check_isolation(objects, env, others)
         + check_service_monitors(objects, env)
@@ -673,6 +928,7 @@ def cross_check(
         + check_volumes(objects)
         + check_hook(objects, env, model, gate_image, reference)
         + check_rbac(objects)
+        + check_nightly(objects, env, model, gate_image, reference, known_options)
     )
 
 
