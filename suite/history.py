@@ -137,6 +137,21 @@ def load(path: Path) -> Tuple[List[Dict[str, Any]], List[str]]:
     return runs, skipped
 
 
+def unwritable(path: Path) -> Optional[str]:
+    """Why the history file cannot be appended to, or None: checked before the gate runs."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        return f"expected a history file (JSON lines) at {path}; it is not a file. Give --history a file path."
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    target = path if path.exists() else folder
+    if target is None or not os.access(target, os.W_OK):
+        return (
+            f"expected to append to the history file {path}; {target} is not writable by this user. "
+            f"Give --history a file on a writable volume."
+        )
+    return None
+
+
 # -- what changed ----------------------------------------------------------------------------------
 
 

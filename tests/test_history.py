@@ -155,3 +155,19 @@ def test_the_entry_of_a_summary_has_what_the_issue_lists(tmp_path):
     assert line["worst_probe_latency_s"] == 0.25
     assert line["manifest_sha256"] == hashlib.sha256(b"model: {name: m}\n").hexdigest()
     assert line["scenarios"] == {"s": "flaky"} and line["versions"] == {"Triton": "2.51.0"}
+
+
+def test_a_folder_as_history_is_a_usage_error_before_anything_runs(pytester):
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--history", str(pytester.path), "--report-dir", "out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--history: expected a history file (JSON lines) at *; it is not a file.*"])
+    assert not (pytester.path / "out").exists()
+
+
+def test_a_run_that_cannot_be_appended_keeps_its_reports_and_says_so(pytester):
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--history", "/proc/no-such/history.jsonl", "--report-dir", "out")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["this run could not be appended to the history /proc/no-such/history.jsonl: *"])
+    assert json.loads((pytester.path / "out" / "latest" / "summary.json").read_text())["verdict"] == "pass"
