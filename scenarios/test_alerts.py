@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from suite.monitoring_config import fires_when_target_down, metric_names, rules_for
 from suite.monitoring_stack import find_binary
 from suite.routing import NULL, LabelSet, RoutingPolicy, amtool_receivers
+from suite.targets.capabilities import SERVER_CONTROL
 from suite.timings import (
     FIRING_CHAIN_S,
     LATENCY_ALERT_S,
@@ -305,6 +306,7 @@ def test_healthy_platform_under_traffic_sends_no_alert(gate_monitoring, gate_pla
     )
 
 
+@pytest.mark.needs(SERVER_CONTROL)  # it kills Triton
 def test_triton_down_reaches_its_environment_only(env, gate_monitoring, gate_platform, gate_envs, committed, request):
     alertname = _alert_on(gate_platform, env, lambda r: fires_when_target_down(str(r["expr"])), "Triton being down")
     policy = RoutingPolicy(gate_platform)

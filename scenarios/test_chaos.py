@@ -13,7 +13,12 @@ from suite.faults import CATALOGUE, FullRepository, mount_faults_unavailable, sm
 
 pytestmark = pytest.mark.chaos
 
-IN_PLACE = [name for name in CATALOGUE if name != FullRepository.name]
+# Each fault with what it asks of the target (`Fault.needs`): skipped at setup on one without it.
+IN_PLACE = [
+    pytest.param(name, marks=pytest.mark.needs(*fault.needs)) if fault.needs else name
+    for name, fault in CATALOGUE.items()
+    if name != FullRepository.name
+]
 
 
 @pytest.mark.parametrize("fault_name", IN_PLACE)
@@ -28,7 +33,8 @@ def test_fault_ends_in_the_committed_state(fault_name, run_fault):
 def test_full_repository_ends_in_the_committed_state(
     run_fault, make_environment, gate_workdir, reference_versions, deploy
 ):
-    """The repository's filesystem is full: a real 16 MiB tmpfs, filled up, for an extra environment."""
+    """The repository's filesystem is full: a real 16 MiB tmpfs, filled up, for an extra environment
+    (make_environment: skipped at setup on a target that starts no server)."""
     if mount_faults_unavailable():
         pytest.skip(mount_faults_unavailable())
     fault = CATALOGUE[FullRepository.name]

@@ -15,6 +15,10 @@ class EnvironmentProblem(GateError):
     """Raised when this machine lacks something the gate needs (a binary, a package version)."""
 
 
+class Unsupported(GateError):
+    """Raised when the target cannot do what is asked of it (a cluster's pods are not the gate's to kill)."""
+
+
 class StackStartError(GateError):
     """Raised when a server of the embedded stack exits or never becomes ready."""
 

@@ -18,15 +18,16 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from suite import reference_model
 from suite.environment import Environment
-from suite.errors import EnvironmentProblem
+from suite.errors import EnvironmentProblem, Unsupported
 from suite.golden import GoldenSet
 from suite.http_proxy import ForwardingProxy
 from suite.processes import Watchdog, free_port
 from suite.registry import Registry
+from suite.targets.capabilities import REGISTRY_FILES, SERVER_CONTROL
 from suite.timings import MODEL_LOAD_S
 from suite.waiting import WaitTimeout, let_time_pass, wait_for
 
@@ -64,6 +65,9 @@ class Fault:
     expected_stage = ""  # where the builtin deploy path must fail
     disrupts_serving = False  # the fault takes the server down: the probe sees errors by design
     needs_root = False
+    # What the fault asks of the target (suite/targets/capabilities.py): on a target without one
+    # the scenario is skipped at setup, before the fault prepares anything.
+    needs: Tuple[str, ...] = ()
 
     def prepare(self, ctx: FaultContext) -> Optional[int]:
         """Return the registry version to deploy (registering it if needed)."""
@@ -89,6 +93,7 @@ class CorruptStoredModel(Fault):
     name = "corrupt-model"
     expected_stage = "load"
     description = "the registry's stored model.onnx is truncated (storage damage): the load fails"
+    needs = (REGISTRY_FILES,)
 
     def prepare(self, ctx: FaultContext) -> int:
         if ctx.artifacts_root is None:
@@ -131,6 +136,7 @@ class _ServerKill(Fault):
     """
 
     disrupts_serving = True
+    needs = (SERVER_CONTROL,)
     poll_s = 0.01
     delay_s = 0.3  # the kill lands this long after the condition is seen (into the load, the unload...)
     watch_s = 60.0  # the condition is watched for at most this long: longer than any deploy under test
@@ -142,6 +148,7 @@ class _ServerKill(Fault):
     def injected(self, ctx: FaultContext, version: Optional[int]) -> Iterator[Overrides]:
         stop = threading.Event()
         killed: List[str] = []
+        refused: List[Unsupported] = []
 
         def kill_once_seen() -> Optional[str]:
             if stop.is_set():
@@ -149,7 +156,11 @@ class _ServerKill(Fault):
             if not self.seen(ctx, version):
                 return None
             let_time_pass(self.delay_s, why="the fault's timing: the kill lands delay_s after the condition")
-            ctx.environment.server.kill()
+            try:
+                ctx.environment.server.kill()
+            except Unsupported as exc:  # the target refuses: no retry, the scenario says so below
+                refused.append(exc)
+                return "refused"
             killed.append("yes")
             return "killed"
 
@@ -172,7 +183,12 @@ class _ServerKill(Fault):
         finally:
             stop.set()
             thread.join()
-            ctx.notes.append("server killed" if killed else "server NOT killed: the condition was never seen")
+            if refused:
+                ctx.notes.append(f"server NOT killed: the target refused: {refused[0]}")
+            else:
+                ctx.notes.append("server killed" if killed else "server NOT killed: the condition was never seen")
+        if refused:
+            raise refused[0]  # what the target cannot do, not a finding about the deployer
 
     def repair(self, ctx: FaultContext) -> None:
         # A restarted pod: Triton loads what current.json and config.pbtxt on disk say. Whether

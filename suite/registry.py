@@ -6,10 +6,10 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import yaml
 
@@ -265,6 +265,46 @@ class Registry:
 
     def delete_alias(self, name: str, alias: str) -> None:
         self.client.delete_registered_model_alias(name, alias)
+
+    def alias_version(self, name: str, alias: str) -> Optional[int]:
+        """The version `alias` points at; None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryError(f"MLflow {self.tracking_uri} did not say where alias {alias!r} of {name} points: {exc}")
+        version = (model.aliases or {}).get(alias)
+        return int(version) if version is not None else None
+
+    def put_alias_back(self, name: str, alias: str, version: Optional[int]) -> None:
+        """Point `alias` at `version` again (None: it pointed nowhere, remove it)."""
+        if self.alias_version(name, alias) == version:
+            return
+        try:
+            if version is None:
+                self.delete_alias(name, alias)
+            else:
+                self.set_alias(name, alias, version)
+        except Exception as exc:  # noqa: BLE001 - MlflowException, connection errors: say what is left
+            raise RegistryError(
+                f"could not put alias {alias!r} of {name} back on "
+                f"{'nothing' if version is None else f'v{version}'} in MLflow {self.tracking_uri}: {exc}. "
+                f"It still points where the gate moved it; set it back by hand "
+                f"(MlflowClient().set_registered_model_alias({name!r}, {alias!r}, <version>))."
+            ) from exc
+
+    @contextmanager
+    def alias_kept(self, name: str, alias: str) -> Iterator[Optional[int]]:
+        """Whatever happens inside, `alias` points where it points now again on leaving (nowhere
+        included); yields that version."""
+        before = self.alias_version(name, alias)
+        try:
+            yield before
+        finally:
+            self.put_alias_back(name, alias, before)
 
 
 def _onnx_filename(model_dir: Path) -> str:

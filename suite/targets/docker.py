@@ -512,6 +512,9 @@ class DockerTarget(TargetBase):
     title: ClassVar[str] = "docker stack"
     deploys: ClassVar[bool] = True
     guarded: ClassVar[bool] = False
+    controls_servers: ClassVar[bool] = True
+    starts_environments: ClassVar[bool] = True
+    registry_files: ClassVar[bool] = True
     accepts: ClassVar[Tuple[str, ...]] = (*TargetBase.accepts, "triton_image")
 
     def probe(self) -> Optional[str]:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import requests
 
 from suite.environment import Environment
-from suite.errors import GateError
+from suite.errors import GateError, Unsupported
 from suite.platform import ClusterEndpoints, Platform
 from suite.targets.protocol import TargetBase
 from suite.triton_client import TritonControl
@@ -26,7 +26,7 @@ class ClusterUnavailable(GateError):
     """Raised when `--target k8s` is chosen but no kubeconfig or in-cluster config reaches a cluster."""
 
 
-class UnsupportedOnCluster(GateError):
+class UnsupportedOnCluster(Unsupported):
     """Raised when a scenario asks a shared cluster for something only a throw-away stack allows."""
 
 
@@ -242,6 +242,11 @@ class ClusterTarget(TargetBase):
     title: ClassVar[str] = "cluster"
     deploys: ClassVar[bool] = False
     guarded: ClassVar[bool] = True
+    # The cluster owns its pods, the gate starts no server there, and MLflow is reached by URL only:
+    # the scenarios that need these skip at setup (suite/targets/capabilities.py).
+    controls_servers: ClassVar[bool] = False
+    starts_environments: ClassVar[bool] = False
+    registry_files: ClassVar[bool] = False
     accepts: ClassVar[Tuple[str, ...]] = (*TargetBase.accepts, "kubeconfig", "kube_context")
 
     def probe(self) -> Optional[str]:

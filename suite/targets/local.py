@@ -25,6 +25,9 @@ class LocalTarget(TargetBase):
     title: ClassVar[str] = "embedded stack"
     deploys: ClassVar[bool] = True
     guarded: ClassVar[bool] = False
+    controls_servers: ClassVar[bool] = True
+    starts_environments: ClassVar[bool] = True
+    registry_files: ClassVar[bool] = True
 
     def start_stack(self, platform: Platform, workdir: Path) -> "LocalStack":
         from suite import reference_model

@@ -68,10 +68,18 @@ class Target(Protocol):
     accepts: ClassVar[Tuple[str, ...]]  # the TargetOptions it reads; any other one given is a usage error
     title: ClassVar[str]  # what messages call its stack: "the embedded stack did not start"
     options: TargetOptions
-    # False: the platform is shared and long-lived, the gate reads what it committed, never deploys.
+    # True: the platform is the gate's own, thrown away at the end: it makes each environment's
+    # verified baseline with the platform's deployer and restores it before every scenario
+    # (suite/baseline.py). False: the platform is the user's, shared and long-lived: the gate
+    # keeps no baseline, reads what the platform committed, and puts the registry's alias back.
     deploys: ClassVar[bool]
     # True: protected environments refuse destructive scenarios (suite/targets/guard.py).
     guarded: ClassVar[bool]
+    # What scenarios may ask of it beyond deploying (suite/targets/capabilities.py); a scenario
+    # needing one the target lacks is skipped at setup, before it changes anything.
+    controls_servers: ClassVar[bool]  # kill, stop, start, restart an environment's Triton
+    starts_environments: ClassVar[bool]  # one more Triton on a repository (Stack.extra_environment)
+    registry_files: ClassVar[bool]  # the registry's artifact files on the gate's disk (Mlflow.artifacts_root)
 
     def problem(self) -> Optional[str]:
         """None when the target can be reached, else why not (every scenario needing it skips)."""
