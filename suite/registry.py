@@ -275,7 +275,9 @@ class Registry:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
-            raise RegistryError(f"MLflow {self.tracking_uri} did not say where alias {alias!r} of {name} points: {exc}")
+            raise RegistryError(
+                f"MLflow {self.tracking_uri} did not say where alias {alias!r} of {name} points: {exc}"
+            ) from exc
         version = (model.aliases or {}).get(alias)
         return int(version) if version is not None else None
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.server
+import json
 import re
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,8 @@ from kubernetes.client import (
 
 from suite.errors import GateError, PlatformError, StackStartError
 from suite.platform import EnvironmentSpec, load_platform
+from suite.targets import capabilities, guard, k8s, load_target
 from suite.targets import docker as dk
-from suite.targets import guard, k8s, load_target
 from suite.targets.protocol import TargetOptions
 from tests.kube_api import KubeApiStandIn, kubeconfig
 from tests.platform_copies import copy_reference, edit
@@ -414,6 +416,95 @@ def test_live_alertmanager_config_routing_is_checked_and_can_fail(tmp_path):
     assert any("namespace='triton-prod'" in w and "slack-dev" in w for w in wrong), wrong
 
 
+# -- what a target can give: capabilities ---------------------------------------------------------
+
+KILL_ON_K8S = (
+    "--target k8s cannot give this scenario what it needs; skipped before it changed anything. Expected: "
+    "control of the environment's Triton, to kill, stop or restart it (a crash or a pod restart, done by the "
+    "gate). Seen: on --target k8s its Triton servers are not ones the gate started (a cluster's pods, which "
+    "only the cluster restarts). To run it: --target local or --target docker."
+)
+EXTRA_ON_K8S = (
+    "--target k8s cannot give this scenario what it needs; skipped before it changed anything. Expected: "
+    "one more Triton, started by the gate on a repository of the scenario's (fixture make_environment). "
+    "Seen: on --target k8s the gate starts no server. To run it: --target local or --target docker."
+)
+FILES_ON_K8S = (
+    "--target k8s cannot give this scenario what it needs; skipped before it changed anything. Expected: "
+    "the registry's stored model files on the gate's disk (MLflow's artifact store), to damage one. Seen: on "
+    "--target k8s the registry is reached through its URL only, its artifact store is not on the gate's disk. "
+    "To run it: --target local or --target docker."
+)
+SEQUENCES_ON_K8S = (
+    "--target k8s cannot give this scenario what it needs; skipped before it changed anything. Expected: "
+    "control of the environment's Triton, to kill, stop or restart it (a crash or a pod restart, done by the "
+    "gate); and the registry's stored model files on the gate's disk (MLflow's artifact store), to damage one; "
+    "and the gate's own verified baseline of every environment, restored before each example (fixture "
+    "gate_baseline). Seen: on --target k8s its Triton servers are not ones the gate started (a cluster's pods, "
+    "which only the cluster restarts); and the registry is reached through its URL only, its artifact store is "
+    "not on the gate's disk; and the platform is the user's: the gate keeps no baseline of it and never resets "
+    "it. To run it: --target local or --target docker."
+)
+# What dev's nightly selection (-m "smoke or deploy or chaos") cannot run on a cluster, and why.
+NOT_ON_A_CLUSTER = {
+    "test_chaos.py::test_fault_ends_in_the_committed_state[corrupt-model]": FILES_ON_K8S,
+    "test_chaos.py::test_fault_ends_in_the_committed_state[triton-killed-during-load]": KILL_ON_K8S,
+    "test_chaos.py::test_fault_ends_in_the_committed_state[triton-killed-during-smoke]": KILL_ON_K8S,
+    "test_chaos.py::test_full_repository_ends_in_the_committed_state": EXTRA_ON_K8S,
+    "test_deploy_contract.py::test_older_version_redeployed_is_served_also_after_a_restart": KILL_ON_K8S,
+    "test_sequences.py::test_random_sequences_keep_the_invariants": SEQUENCES_ON_K8S,
+}
+
+
+def test_the_gates_own_stacks_can_give_everything_a_cluster_none_of_it():
+    every = list(capabilities.CAPABILITIES)
+    for name in ("local", "docker"):  # nothing ever skips there for a capability
+        assert capabilities.unsupported(_target(name), every) is None
+    assert capabilities.able_targets(every) == ["local", "docker"]
+    cluster = _target("k8s")
+    assert [c for c in every if capabilities.has(cluster, c)] == []
+    assert capabilities.unsupported(cluster, [capabilities.SERVER_CONTROL]) == KILL_ON_K8S
+    assert capabilities.unsupported(cluster, []) is None
+    with pytest.raises(ValueError, match=r"unknown capabilities \['server_contrl'\]"):
+        capabilities.unsupported(cluster, ["server_contrl"])
+
+
+def test_needs_come_from_markers_then_fixtures():
+    used = ["gate_stack", "gate_baseline", "make_environment"]
+    assert capabilities.scenario_needs(["server_control"], used) == ["server_control", "baseline", "extra_environment"]
+    # staged deploys and `committed` ask for the baseline only on a target that keeps one
+    assert capabilities.scenario_needs([], ["gate_stack", "staged_deploy", "committed", "run_fault"]) == []
+
+
+def test_faults_declare_what_they_ask_of_the_target():
+    from suite.faults import CATALOGUE
+
+    assert {name: fault.needs for name, fault in CATALOGUE.items() if fault.needs} == {
+        "corrupt-model": ("registry_files",),
+        "triton-killed-during-load": ("server_control",),
+        "triton-killed-during-smoke": ("server_control",),
+    }
+
+
+def test_a_refused_kill_surfaces_as_the_refusal_at_once(tmp_path):
+    """Not retried for the watcher's 60 s and reported as "the condition was never seen": raised."""
+    from suite.faults import CATALOGUE, FaultContext
+
+    stack = k8s.ClusterStack(load_platform(_cluster_platform(tmp_path)), environ={})
+    environment = stack.environments["dev"]
+    (environment.repository / "best_model" / "5").mkdir(parents=True)  # the fault's condition, seen at once
+    ctx = FaultContext(environment, "best_model", registry=None, golden=None, register=lambda onnx, label: 5)
+    fault = CATALOGUE["triton-killed-during-load"]
+    begin = time.monotonic()
+    with pytest.raises(k8s.UnsupportedOnCluster, match="the scenario wants to kill Triton of dev"):
+        with fault.injected(ctx, 5):
+            time.sleep(fault.delay_s + 1.0)  # the deploy: the kill is tried delay_s after the condition
+    assert time.monotonic() - begin < 10
+    assert len(ctx.notes) == 1 and ctx.notes[0].startswith(
+        "server NOT killed: the target refused: --target k8s: the scenario wants to kill Triton of dev"
+    )
+
+
 # -- the plugin, black-box ------------------------------------------------------------------------
 
 # A stand-in stack: these runs must never start servers, so a started one fails loudly.
@@ -525,6 +616,21 @@ def test_k8s_smoke_selection_has_nothing_to_refuse(scenarios, tmp_path):
     assert not any("refused" in r for r in _reasons(result))
 
 
+def test_a_misspelled_capability_is_a_usage_error(pytester):
+    pytester.makepyfile(
+        test_needs="""
+        import pytest
+
+        @pytest.mark.needs("server_contrl")
+        def test_kills():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--report-dir", "out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_kills: @pytest.mark.needs('server_contrl'): unknown capability; expected*"])
+
+
 def test_gate_workdir_is_per_xdist_worker(pytester):
     pytester.makepyfile(
         test_w="""
@@ -628,6 +734,112 @@ def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_p
             "*pod triton-7d9f-x2: container triton not ready (waiting: ContainerCreating, 0 restarts)*",
         ]
     )
+
+
+# -- dev's nightly on k8s: what a cluster cannot give skips at setup, saying why ------------------
+
+DEV_NIGHTLY = "smoke or deploy or chaos"  # deploy/gitops/overlays/dev/nightly-patch.yaml, without any -k
+
+
+def _dev_only_manifest(tmp_path: Path, cluster: dict, mlflow_url: str) -> Path:
+    """The reference platform reduced to dev on a cluster, with an MLflow: what dev's nightly mounts."""
+    manifest = copy_reference(tmp_path) / "platform.yaml"
+    raw = yaml.safe_load(manifest.read_text())
+    raw["environments"] = {"dev": {**raw["environments"]["dev"], "cluster": cluster}}
+    raw["registry"] = {"mlflow_url": mlflow_url}
+    manifest.write_text(yaml.safe_dump(raw))
+    return manifest
+
+
+def _outcomes(report_dir: Path) -> dict:
+    """Scenario (file::name) -> (outcome, skip reason), from the run's summary.json."""
+    summary = json.loads((report_dir / "latest" / "summary.json").read_text())
+    return {
+        s["nodeid"].split("scenarios/", 1)[-1]: (s["outcome"], s["message"].removeprefix("Skipped: "))
+        for s in summary["scenarios"]
+    }
+
+
+def test_k8s_skips_what_a_cluster_cannot_give_before_asking_the_cluster(pytester, tmp_path):
+    """Dev's nightly selection with no cluster at all (so it costs seconds): each scenario that needs
+    what a cluster cannot give is skipped at setup with its own reason, before anything else."""
+    manifest = _dev_only_manifest(
+        tmp_path, {"triton_url": "http://127.0.0.1:9", "model_repository": str(tmp_path / "pvc")}, "http://127.0.0.1:9"
+    )
+    pytester.runpytest_subprocess(
+        "--pyargs",
+        "scenarios",
+        "-m",
+        DEV_NIGHTLY,
+        "--target",
+        "k8s",
+        "--kubeconfig",
+        str(tmp_path / "absent"),
+        "--platform",
+        str(manifest),
+        "--report-dir",
+        "out",
+        "-p",
+        "no:randomly",
+        timeout=120,
+    )
+    outcomes = _outcomes(pytester.path / "out")
+    unable = {name: reason for name, (outcome, reason) in outcomes.items() if "cannot give" in reason}
+    assert unable == NOT_ON_A_CLUSTER
+    others = {outcomes[name] for name in outcomes if name not in unable}
+    assert others == {("skipped", "--target k8s: no cluster: Invalid kube-config file. No configuration found.")}
+    assert len(outcomes) > 50  # the selection is dev's nightly, not a corner of it
+
+
+def test_k8s_dev_nightly_against_a_running_platform_skips_and_puts_the_alias_back(running_platform, pytester, tmp_path):
+    """One scenario per missing capability skips; the two that move the registry's alias on the
+    user's MLflow (the alias-moved race, and the reference versions a deploy by alias uses) pass
+    and leave it where the platform had it."""
+    api = KubeApiStandIn()
+    dev = running_platform.environments["dev"]
+    endpoints = dev.server.endpoints
+    cluster = {
+        "triton_url": endpoints.http,
+        "triton_grpc": endpoints.grpc,
+        "triton_metrics_url": endpoints.metrics,
+        "model_repository": str(dev.repository),
+        "pod_selector": "app.kubernetes.io/name=triton",
+    }
+    manifest = _dev_only_manifest(tmp_path, cluster, running_platform.mlflow.uri)
+    registry = running_platform.registry()
+    alias_before = registry.alias_version("best_model", "A")
+    one_per_need = (
+        "alias_moved_during or by_version_then_by_alias or triton-killed-during-load or corrupt-model "
+        "or full_repository or after_a_restart or random_sequences"
+    )
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "scenarios",
+        "-m",
+        DEV_NIGHTLY,
+        "-k",
+        one_per_need,
+        "--target",
+        "k8s",
+        "--kubeconfig",
+        str(_kubeconfig(tmp_path / "kubeconfig", api.url)),
+        "--platform",
+        str(manifest),
+        "--report-dir",
+        "out",
+        "-p",
+        "no:randomly",
+        timeout=600,
+    )
+    outcomes = _outcomes(pytester.path / "out")
+    skipped = {n: r for n, r in NOT_ON_A_CLUSTER.items() if "triton-killed-during-smoke" not in n}
+    assert outcomes == {
+        "test_deploy_contract.py::test_alias_moved_during_a_deploy_records_what_is_served": ("passed", ""),
+        "test_deploy_path.py::test_deploy_by_version_then_by_alias[dev]": ("passed", ""),
+        **{name: ("skipped", reason) for name, reason in skipped.items()},
+    }, result.stdout.str()
+    assert registry.alias_version("best_model", "A") == alias_before
+    assert dev.triton.ready()
 
 
 # -- a new target: one module and one line in suite.targets.TARGETS -------------------------------
