@@ -38,9 +38,22 @@ LOG_TAIL_LINES = 30
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> List[int]:
+    """`count` different ports on 127.0.0.1 that nothing listens on right now.
+
+    All sockets stay bound until every port is chosen: one `free_port()` after another may be
+    given the same port again (seen in CI: Triton refused HTTP and gRPC on one port)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

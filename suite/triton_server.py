@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from suite.errors import EnvironmentProblem
-from suite.processes import PORT_ATTEMPTS, ServerProcess, free_port, start_on_free_ports
+from suite.processes import PORT_ATTEMPTS, ServerProcess, free_ports, start_on_free_ports
 from suite.triton_client import close_connections
 
 BACKENDS_SOURCE = Path(__file__).resolve().parent / "triton_backends"
@@ -107,7 +107,7 @@ class TritonServer:
         self._choose_ports()
 
     def _choose_ports(self) -> None:
-        self.ports = (free_port(), free_port(), free_port())
+        self.ports = tuple(free_ports(3))
         http, grpc, metrics = self.ports
         self.endpoints = TritonEndpoints(
             f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics"

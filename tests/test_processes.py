@@ -12,12 +12,20 @@ import time
 import pytest
 
 from suite.errors import StackStartError
-from suite.processes import PortTaken, ServerProcess, free_port
+from suite.processes import PortTaken, ServerProcess, free_port, free_ports
 from tests.proc_utils import wait_group_gone
 
 
 def _gone(pid: int, within: float) -> bool:
     return not wait_group_gone(pid, within)  # servers lead their own group: pgid == pid
+
+
+def test_free_ports_are_different_from_each_other():
+    # One free_port() after another can be handed the same port again (CI saw Triton started with
+    # HTTP and gRPC on one port); free_ports(n) holds every socket until all n are chosen.
+    for _ in range(200):
+        ports = free_ports(3)
+        assert len(set(ports)) == 3, ports
 
 
 def _http_server(tmp_path, port: int, extra: str = "") -> list[str]:

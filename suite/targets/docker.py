@@ -14,7 +14,7 @@ import requests
 
 from suite.environment import Environment
 from suite.errors import GateError, StackStartError
-from suite.processes import free_port
+from suite.processes import free_port, free_ports
 from suite.run_id import new_run_id
 from suite.targets.engine import SESSION_LABEL, SESSION_VARIABLE
 from suite.targets.mounts import propagating
@@ -264,7 +264,7 @@ class ContainerPlan:
 
     def triton(self, env: str, repository: Path) -> "tuple[DockerContainer, TritonEndpoints]":
         container = self._container(self.images.triton, "triton", env)
-        http, grpc, metrics = free_port(), free_port(), free_port()
+        http, grpc, metrics = free_ports(3)
         container.with_command(triton_command(http, grpc, metrics))
         # rslave: the fault scenarios mount tmpfs / read-only binds under the repository on the
         # host after the container started; without propagation the container would not see them.
