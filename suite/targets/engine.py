@@ -240,13 +240,25 @@ def run(
                 log(f"removed containers left by the run: {', '.join(left)}")
 
 
+class Terminated(Exception):
+    """SIGTERM, as an exception, so that the engine this run started is stopped on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def _wait(child: subprocess.Popen) -> int:
-    """The child's exit status; Ctrl-C reaches it too (same process group): let it clean up first."""
+    """The child's exit status; Ctrl-C reaches it too (same process group): let it clean up first.
+    SIGTERM (a CI job cancelled) is passed on to it, and it too is waited for."""
     while True:
         try:
             status = child.wait()
             return 128 - status if status < 0 else status  # killed by signal N: 128+N, as a shell says
         except KeyboardInterrupt:
+            continue
+        except Terminated:
+            child.terminate()
             continue
 
 
@@ -276,8 +288,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("expected a command after --")
+    # Without this, SIGTERM would end this process at once and leave the engine it started running.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return run(command, args.images, args.only, args.optional)
+    except Terminated:
+        print("docker engine: terminated (SIGTERM); the engine this run started was stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except EngineError as exc:
         print(f"docker engine: {exc}", file=sys.stderr)
         return 1
