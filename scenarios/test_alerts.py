@@ -12,8 +12,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from suite.monitoring_config import fires_when_target_down, metric_names, rules_for
 from suite.monitoring_stack import find_binary
@@ -184,7 +182,11 @@ def test_routing_table_on_the_live_alertmanager(env, gate_monitoring, gate_platf
     assert not wrong, f"{env}: the live Alertmanager delivered against the policy:\n  " + "\n  ".join(wrong)
 
 
-def test_routing_property_over_generated_label_sets(env, gate_monitoring, gate_platform):
+def test_routing_property_over_generated_label_sets(env, gate_monitoring, gate_platform, gate_hypothesis):
+    # Imported here: hypothesis takes most of a second to import, which `-m smoke` would pay for nothing.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
     monitoring = _am(gate_monitoring, env)
     policy = RoutingPolicy(gate_platform)
     known = sorted({value for labels in policy.label_sets(["x"]) for key, value in labels.labels if key == "namespace"})

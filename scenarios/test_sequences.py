@@ -11,9 +11,6 @@ printed as reproducible steps. The default profile is small (`make test`);
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from suite.checks import check_serves_committed
 from suite.faults import CATALOGUE
@@ -57,7 +54,14 @@ def test_random_sequences_keep_the_invariants(
     deploy_request,
     environment_view,
     record_check,
+    gate_hypothesis,
 ):
+    # Imported here: hypothesis takes most of a second to import, which `-m smoke` (the PostSync
+    # hook) would pay for nothing when collecting this module.
+    from hypothesis import settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
     environment = gate_envs[trial_env]
     folder = environment_view(trial_env).folder
     others = [environment_view(other) for other in gate_envs if other != trial_env]

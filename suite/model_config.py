@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
-import onnx
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from suite.errors import RepositoryError
 
-# ONNX element types to Triton data types; only the types a tabular model uses need to be here,
-# an unknown type is an error rather than a guess.
-_ONNX_TO_TRITON = {
-    onnx.TensorProto.FLOAT: mc.TYPE_FP32,
-    onnx.TensorProto.DOUBLE: mc.TYPE_FP64,
-    onnx.TensorProto.FLOAT16: mc.TYPE_FP16,
-    onnx.TensorProto.INT64: mc.TYPE_INT64,
-    onnx.TensorProto.INT32: mc.TYPE_INT32,
-    onnx.TensorProto.INT8: mc.TYPE_INT8,
-    onnx.TensorProto.UINT8: mc.TYPE_UINT8,
-    onnx.TensorProto.BOOL: mc.TYPE_BOOL,
-    onnx.TensorProto.STRING: mc.TYPE_STRING,
-}
+if TYPE_CHECKING:
+    import onnx
+
+
+@lru_cache(maxsize=None)
+def _onnx_to_triton() -> Dict[int, int]:
+    """ONNX element types to Triton data types; only the types a tabular model uses need to be
+    here, an unknown type is an error rather than a guess. onnx (with numpy) is imported only
+    when a config is built from a graph: the smoke checks read configs, never graphs."""
+    import onnx
+
+    return {
+        onnx.TensorProto.FLOAT: mc.TYPE_FP32,
+        onnx.TensorProto.DOUBLE: mc.TYPE_FP64,
+        onnx.TensorProto.FLOAT16: mc.TYPE_FP16,
+        onnx.TensorProto.INT64: mc.TYPE_INT64,
+        onnx.TensorProto.INT32: mc.TYPE_INT32,
+        onnx.TensorProto.INT8: mc.TYPE_INT8,
+        onnx.TensorProto.UINT8: mc.TYPE_UINT8,
+        onnx.TensorProto.BOOL: mc.TYPE_BOOL,
+        onnx.TensorProto.STRING: mc.TYPE_STRING,
+    }
 
 
 def parse(text: str, source: str = "config.pbtxt") -> mc.ModelConfig:
@@ -76,6 +85,8 @@ def from_onnx(name: str, model_path: Path, instance_count: int = 1) -> mc.ModelC
     Used when the repository has no config.pbtxt for the model yet. `max_batch_size` is 0 so
     the dims are the graph's own, the batch dimension included (-1 where dynamic).
     """
+    import onnx
+
     graph = onnx.load(str(model_path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
     config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=0)
@@ -88,13 +99,15 @@ def from_onnx(name: str, model_path: Path, instance_count: int = 1) -> mc.ModelC
     return config
 
 
-def _tensor(value: onnx.ValueInfoProto, model_path: Path) -> dict:
+def _tensor(value: "onnx.ValueInfoProto", model_path: Path) -> dict:
+    import onnx
+
     tensor = value.type.tensor_type
-    if tensor.elem_type not in _ONNX_TO_TRITON:
+    if tensor.elem_type not in _onnx_to_triton():
         raise RepositoryError(
             f"{model_path}: tensor {value.name!r} has ONNX element type "
             f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}, which the gate cannot map to a "
             f"Triton data type; write config.pbtxt for this model yourself."
         )
     dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-    return {"data_type": _ONNX_TO_TRITON[tensor.elem_type], "dims": dims}
+    return {"data_type": _onnx_to_triton()[tensor.elem_type], "dims": dims}

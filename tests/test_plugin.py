@@ -170,3 +170,44 @@ def test_a_baseline_that_cannot_be_restored_errors_the_scenario_with_the_reason(
             "*best_model/1/model.onnx*What the repository held before is kept in *evidence*"
         ]
     )
+
+
+# -- what the PostSync hook's `-m smoke` pays for --------------------------------------------------
+
+HEAVY_FOR_SMOKE = ("hypothesis", "onnx", "mlflow", "sklearn", "pandas")  # none is used by a smoke check
+
+
+def test_collecting_the_smoke_scenarios_imports_nothing_they_do_not_use(pytester):
+    # A conftest that records, once the session ends, which heavy packages got imported at all.
+    pytester.makeconftest(
+        f"""
+        import json, sys
+        def pytest_unconfigure(config):
+            heavy = [name for name in {HEAVY_FOR_SMOKE!r} if name in sys.modules]
+            plugin = config.pluginmanager.has_plugin("hypothesispytest")
+            open("imported.json", "w").write(json.dumps({{"heavy": heavy, "hypothesis plugin": plugin}}))
+        """
+    )
+    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "-m", "smoke", "--co", "-q", "--report-dir", "out")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert json.loads((pytester.path / "imported.json").read_text()) == {"heavy": [], "hypothesis plugin": False}
+    # ... while a selection with a hypothesis scenario keeps hypothesis' plugin (its reporting).
+    result = pytester.runpytest_subprocess("--pyargs", "scenarios", "-m", "chaos", "--co", "-q", "--report-dir", "out")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert json.loads((pytester.path / "imported.json").read_text())["hypothesis plugin"] is True
+
+
+@pytest.mark.parametrize(
+    "options,max_examples", [((), 4), (("--hypothesis-profile=nightly",), 25)], ids=["gate-profile", "nightly"]
+)
+def test_a_scenario_using_hypothesis_gets_the_gates_profile(pytester, options, max_examples):
+    pytester.makepyfile(
+        f"""
+        def test_profile(gate_hypothesis):
+            from hypothesis import settings
+            assert settings.default.max_examples == {max_examples}
+            assert settings.default.deadline is None and settings.default.database is None
+        """
+    )
+    result = pytester.runpytest_subprocess(*options, "--report-dir", "out")
+    result.assert_outcomes(passed=1)
