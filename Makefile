@@ -72,11 +72,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Medians of the gate, the smoke subset and each deploy stage against its floor; the table goes
-# to reports/out/bench/bench.md. BENCH_ARGS="--runs 1 --smoke-runs 3" for a quicker one.
+# Medians of the PostSync hook, the gate, the smoke subset and each deploy stage against its floor;
+# the table goes to reports/out/bench/bench.md and into README.md's bench block, beside the figures
+# it had (with a .ci/run's reports/out/ci-timing.json, its `make test` too).
+# BENCH_ARGS="--runs 1 --smoke-runs 3" for a quicker one.
 BENCH_ARGS ?=
+CI_TIMING := $(wildcard reports/out/ci-timing.json)
 bench: setup
-	$(PY) -m tools.bench $(BENCH_ARGS)
+	$(PY) -m tools.bench --readme README.md $(if $(CI_TIMING),--ci-timing $(CI_TIMING)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) reports/out build *.egg-info

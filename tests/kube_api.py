@@ -86,3 +86,20 @@ def kubeconfig(path: Path, server: str) -> Path:
         )
     )
     return path
+
+
+POD_SELECTOR = "app.kubernetes.io/name=triton"  # the Deployment's pod labels in deploy/gitops
+
+
+def cluster_section(endpoints, model_repository: str, **more: str) -> dict:
+    """A manifest environment's `cluster:` section pointing at a running Triton's `endpoints`
+    (a TritonEndpoints) and its repository as the gate's pod sees it; `more` adds e.g. the
+    environment's Prometheus and Alertmanager URLs."""
+    return {
+        "triton_url": endpoints.http,
+        "triton_grpc": endpoints.grpc,
+        "triton_metrics_url": endpoints.metrics,
+        "model_repository": model_repository,
+        "pod_selector": POD_SELECTOR,
+        **more,
+    }

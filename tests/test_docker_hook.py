@@ -26,7 +26,7 @@ from suite.platform import default_platform_path, load_platform
 from suite.reference_model import build_onnx
 from suite.targets import docker as dk
 from suite.targets.images import image_present
-from tests.kube_api import KubeApiStandIn, kubeconfig
+from tests.kube_api import KubeApiStandIn, cluster_section, kubeconfig
 from tests.platform_copies import copy_reference
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -122,16 +122,12 @@ def _hook_manifest(tmp_path: Path, reference, stack, monitoring) -> Path:
     manifest = folder / "platform.yaml"
     raw = yaml.safe_load(manifest.read_text())
     for name, spec in raw["environments"].items():
-        endpoints = stack.environments[name].server.endpoints
-        spec["cluster"] = {
-            "triton_url": endpoints.http,
-            "triton_grpc": endpoints.grpc,
-            "triton_metrics_url": endpoints.metrics,
-            "model_repository": f"/models/{name}",
-            "prometheus_url": monitoring.environments[name].prometheus_url,
-            "alertmanager_url": monitoring.environments[name].alertmanager_url,
-            "pod_selector": "app.kubernetes.io/name=triton",
-        }
+        spec["cluster"] = cluster_section(
+            stack.environments[name].server.endpoints,
+            f"/models/{name}",
+            prometheus_url=monitoring.environments[name].prometheus_url,
+            alertmanager_url=monitoring.environments[name].alertmanager_url,
+        )
     manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
 

@@ -29,7 +29,7 @@ from suite.platform import EnvironmentSpec, load_platform
 from suite.targets import capabilities, guard, k8s, load_target
 from suite.targets import docker as dk
 from suite.targets.protocol import TargetOptions
-from tests.kube_api import KubeApiStandIn, kubeconfig
+from tests.kube_api import KubeApiStandIn, cluster_section, kubeconfig
 from tests.platform_copies import copy_reference, edit
 
 PROD = EnvironmentSpec(namespace="triton-prod", release="monitoring-prod")
@@ -688,14 +688,7 @@ def test_k8s_smoke_runs_against_a_running_platform_and_changes_nothing(running_p
     raw = yaml.safe_load(manifest.read_text())
     for name, spec in raw["environments"].items():
         environment = running_platform.environments[name]
-        endpoints = environment.server.endpoints
-        spec["cluster"] = {
-            "triton_url": endpoints.http,
-            "triton_grpc": endpoints.grpc,
-            "triton_metrics_url": endpoints.metrics,
-            "model_repository": str(environment.repository),
-            "pod_selector": "app.kubernetes.io/name=triton",
-        }
+        spec["cluster"] = cluster_section(environment.server.endpoints, str(environment.repository))
     manifest.write_text(yaml.safe_dump(raw))
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig", api.url)
     before = {n: snapshot(e.repository, e.triton) for n, e in running_platform.environments.items()}
@@ -797,14 +790,7 @@ def test_k8s_dev_nightly_against_a_running_platform_skips_and_puts_the_alias_bac
     and leave it where the platform had it."""
     api = KubeApiStandIn()
     dev = running_platform.environments["dev"]
-    endpoints = dev.server.endpoints
-    cluster = {
-        "triton_url": endpoints.http,
-        "triton_grpc": endpoints.grpc,
-        "triton_metrics_url": endpoints.metrics,
-        "model_repository": str(dev.repository),
-        "pod_selector": "app.kubernetes.io/name=triton",
-    }
+    cluster = cluster_section(dev.server.endpoints, str(dev.repository))
     manifest = _dev_only_manifest(tmp_path, cluster, running_platform.mlflow.uri)
     registry = running_platform.registry()
     alias_before = registry.alias_version("best_model", "A")

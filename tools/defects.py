@@ -235,8 +235,14 @@ class DefectRunner:
 
     def result(self, defect_id: str) -> DefectResult:
         defect = self.catalogue[defect_id]
-        reference = self._reference(defect.reference_selection).result()
-        run = self._defect(defect_id).result()
+        try:
+            reference = self._reference(defect.reference_selection).result()
+            run = self._defect(defect_id).result()
+        except KeyboardInterrupt:
+            # Ctrl-C ends the running gate runs (same process group); without this the queued
+            # ones would start one after another while pytest is still tearing down.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise
         caught, reason = judge(defect, run)
         return DefectResult(defect, run, reference, caught, reason)
 
