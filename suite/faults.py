@@ -206,7 +206,12 @@ class _ServerKill(Fault):
 class KillDuringLoad(_ServerKill):
     name = "triton-killed-during-load"
     expected_stage = "load"
-    description = "Triton SIGKILLed 0.3 s after version N is materialized, while N loads (~1.5 s)"
+    description = "Triton SIGKILLed 0.3 s after version N is materialized, while N (slow to load, ~2 s) loads"
+
+    def prepare(self, ctx: FaultContext) -> int:
+        # The reference model loads in ~0.15 s: the kill would land after the load, in the smoke
+        # or the commit. Real models take seconds to load; this one does too, with the same answers.
+        return ctx.register(reference_model.slow_loading_onnx_for(1.5), self.name)
 
     def seen(self, ctx: FaultContext, version: int) -> bool:
         return (ctx.environment.repository / ctx.model / str(version)).is_dir()

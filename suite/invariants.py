@@ -26,6 +26,7 @@ from suite import model_config
 from suite.checks import EnvironmentSnapshot, check_serves_committed, snapshot
 from suite.environment import Environment
 from suite.errors import GateError
+from suite.file_identity import FileIdentity, file_identity
 from suite.golden import GoldenSet
 from suite.model_repo import (
     CONFIG_PBTXT,
@@ -111,7 +112,7 @@ class EnvironmentState:
     entries: Set[str]  # top-level names of the repository and of the model's folder
     loaded: Set[str]  # models Triton has loaded (any name: candidates too)
     snapshot: EnvironmentSnapshot
-    current_inode: Optional[int] = None  # to tell a rewrite in place from temp file + os.replace
+    current_identity: Optional[FileIdentity] = None  # to tell a rewrite in place from temp file + os.replace
 
 
 class EnvironmentView:
@@ -143,20 +144,13 @@ class EnvironmentView:
             _entries(self.folder),
             self.triton.loaded_models(),
             snapshot(self.repository, self.triton),
-            _inode(self.folder.current_path),
+            file_identity(self.folder.current_path),
         )
 
 
 def _read(path: Path) -> Optional[bytes]:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _inode(path: Path) -> Optional[int]:
-    try:
-        return path.stat().st_ino
     except FileNotFoundError:
         return None
 
@@ -330,15 +324,23 @@ class InvariantChecker:
     def _written_atomically(view: EnvironmentView, before: EnvironmentState) -> List[str]:
         """A changed current.json on the same inode was truncated and rewritten in place: a reader
         (Triton's start-up, the next deploy) or a crash in between sees a torn or empty file."""
-        if before.current_inode is None or view.folder.current_bytes() == before.current_bytes:
+        if before.current_identity is None or view.folder.current_bytes() == before.current_bytes:
             return []
-        if _inode(view.folder.current_path) == before.current_inode:
-            return [
-                f"current.json changed but kept its inode {before.current_inode}: it was rewritten in "
-                "place, so a reader or a crash mid-write sees a torn file; write a temporary file in "
-                "the same folder and os.replace() it"
-            ]
-        return []
+        now = file_identity(view.folder.current_path)
+        same = now.same_file_as(before.current_identity) if now is not None else False
+        if same is False:
+            return []
+        # Without birth times a new file that reused the inode number looks the same: say so.
+        how = (
+            f"is the same file (inode {now.inode}, same birth time)"
+            if same
+            else f"kept its inode {now.inode} (this filesystem records no birth times, so a new file that "
+            "reused the number would look the same)"
+        )
+        return [
+            f"current.json changed but {how}: it was rewritten in place, so a reader or a crash mid-write "
+            "sees a torn file; write a temporary file in the same folder and os.replace() it"
+        ]
 
     def _serves(self, view: EnvironmentView, version: Optional[int]) -> List[str]:
         if version is None:

@@ -104,11 +104,56 @@ class ImagesSpec(_Strict):
     gate: Optional[str] = None  # the gate image itself, for the PostSync hook run in a container
 
 
+# Options of the Triton servers the gate starts that are the gate's own: where the server listens,
+# what it serves from, how models are controlled and loaded at start, how it exits.
+GATE_OWNED_TRITON_OPTIONS = (
+    "--model-repository",
+    "--model-store",
+    "--model-control-mode",
+    "--load-model",
+    "--backend-directory",
+    "--http-address",
+    "--http-port",
+    "--grpc-address",
+    "--grpc-port",
+    "--metrics-address",
+    "--metrics-port",
+    "--allow-http",
+    "--allow-grpc",
+    "--allow-metrics",
+    "--exit-on-error",
+    "--exit-timeout-secs",
+)
+
+
+class TritonSpec(_Strict):
+    """How the platform's Triton servers are started, beyond what the gate sets itself: the same
+    options as the platform's own servers (its Deployment's args), so the embedded and container
+    servers behave as the real ones do, for example `--disable-auto-complete-config`."""
+
+    args: List[str] = Field(default_factory=list)
+
+    @field_validator("args")
+    @classmethod
+    def _not_the_gates(cls, args: List[str]) -> List[str]:
+        for arg in args:
+            if not arg.startswith("--"):
+                raise ValueError(f"{arg!r} is not a tritonserver option: write each as --name or --name=value")
+            option = arg.split("=", 1)[0]
+            if option in GATE_OWNED_TRITON_OPTIONS:
+                raise ValueError(
+                    f"{option} is set by the gate on every server it starts (free 127.0.0.1 ports, its own "
+                    f"repositories, explicit model control); remove it from triton.args"
+                )
+        return args
+
+
 class PlatformSpec(_Strict):
     model: ModelSpec
     environments: Dict[str, EnvironmentSpec] = Field(min_length=1)
     monitoring: Optional[MonitoringSpec] = None
     deployer: DeployerSpec = DeployerSpec()
+    triton: TritonSpec = TritonSpec()
     registry: Optional[RegistrySpec] = None
     images: Optional[ImagesSpec] = None
 

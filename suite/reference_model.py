@@ -145,6 +145,63 @@ def slow_onnx_for(seconds: float) -> bytes:
     return build_slow_onnx(max(1, round(seconds / per_matmul)))
 
 
+@lru_cache(maxsize=None)
+def build_slow_loading_onnx(additions: int) -> bytes:
+    """The v1 model with a long chain of cheap additions: same answers, quick to answer, slow to
+    load (ONNX Runtime's session set-up grows with the number of nodes), as real models are.
+
+    The chain starts from the input (so it cannot be constant-folded) and joins the probabilities
+    through `+ 0 * chain`.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load_from_string(build_onnx("v1"))
+    graph = proto.graph
+    producer = next(n for n in graph.node if "probabilities" in n.output)
+    producer.output[:] = ["probabilities_fast" if o == "probabilities" else o for o in producer.output]
+    graph.initializer.append(numpy_helper.from_array(np.zeros((1,), dtype=np.float32), "chain_zero"))
+    nodes = [helper.make_node("ReduceSum", [graph.input[0].name], ["chain_0"], keepdims=0)]
+    for i in range(additions):
+        # a constant of its own per node: equal ones would be merged by the optimizer
+        graph.initializer.append(numpy_helper.from_array(np.full((1,), i * 1e-6, dtype=np.float32), f"chain_c{i}"))
+        nodes.append(helper.make_node("Add", [f"chain_{i}", f"chain_c{i}"], [f"chain_{i + 1}"]))
+    nodes += [
+        helper.make_node("Mul", [f"chain_{additions}", "chain_zero"], ["chain_z"]),
+        helper.make_node("Add", ["probabilities_fast", "chain_z"], ["probabilities"]),
+    ]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def slow_loading_onnx_for(seconds: float) -> bytes:
+    """A model whose ONNX Runtime session takes about `seconds` to set up on this machine.
+
+    Set-up time grows faster than the node count (about n^1.4 here), so two probes fit the
+    exponent; each the fastest of two, as `slow_onnx_for`: a busy machine would calibrate too few.
+    """
+    import math
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the backend's instances run
+
+    def setup_s(additions: int) -> float:
+        timings = []
+        for _ in range(2):
+            start = time.perf_counter()
+            ort.InferenceSession(build_slow_loading_onnx(additions), options, providers=["CPUExecutionProvider"])
+            timings.append(time.perf_counter() - start)
+        return min(timings)
+
+    small, large = 2000, 6000
+    t_small, t_large = setup_s(small), setup_s(large)
+    exponent = max(1.0, math.log(t_large / t_small) / math.log(large / small))
+    return build_slow_loading_onnx(max(large, round(large * (seconds / t_large) ** (1 / exponent))))
+
+
 def build_all() -> None:
     """Build (and cache) every variant; run in a thread while the stack starts."""
     for variant in VARIANTS:

@@ -12,7 +12,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from suite.errors import EnvironmentProblem
 from suite.processes import PORT_ATTEMPTS, ServerProcess, free_ports, start_on_free_ports
@@ -96,13 +96,20 @@ class TritonServer:
     """One Triton server in explicit model-control mode, bound to 127.0.0.1 on free ports."""
 
     def __init__(
-        self, name: str, runtime: TritonRuntime, repository: Path, log_path: Path, start_timeout: float = 60.0
+        self,
+        name: str,
+        runtime: TritonRuntime,
+        repository: Path,
+        log_path: Path,
+        start_timeout: float = 60.0,
+        extra_args: Sequence[str] = (),
     ):
         self.name = name
         self.runtime = runtime
         self.repository = Path(repository)
         self.log_path = Path(log_path)
         self.start_timeout = start_timeout
+        self.extra_args = list(extra_args)  # the platform's own options (manifest `triton.args`)
         self.process: Optional[ServerProcess] = None
         self._choose_ports()
 
@@ -133,7 +140,7 @@ class TritonServer:
             # is SIGKILLed, and leaves its Python backend's /tmp/python_env_* behind.
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
-        return argv + [f"--load-model={m}" for m in load_models]
+        return argv + self.extra_args + [f"--load-model={m}" for m in load_models]
 
     def committed_models(self) -> List[str]:
         """Models with a current.json: loaded at start, as a restarted pod would do."""

@@ -44,3 +44,21 @@ def test_any_probability_outside_tolerance_fails(golden):
     nan = outputs["probabilities"].copy()
     nan[0, 0] = np.nan
     assert golden.compare({"label": outputs["label"], "probabilities": nan}), "NaN must not pass"
+
+
+def test_slow_loading_model_answers_as_v1_and_is_slow_to_set_up(golden):
+    """The model of the kill-during-load fault: the same answers, a load long enough for the kill
+    (0.3 s after the version folder appears) to land inside it."""
+    import time
+
+    import onnxruntime as ort
+
+    from suite.reference_model import slow_loading_onnx_for
+
+    model = slow_loading_onnx_for(1.5)
+    assert golden.compare(run_onnx(model, golden.inputs)) == []
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    start = time.perf_counter()
+    ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    assert time.perf_counter() - start > 1.0  # a lower bound: a busier machine only loads it slower

@@ -88,3 +88,70 @@ def test_a_config_pinned_to_another_version_violates_invariant_1_and_says_how(vi
 def test_json_content_keeps_types():
     assert json_content(b'{"a": 1}') != json_content(b'{"a": 1.0}') != json_content(b'{"a": true}')
     assert json_content(b'{"a": 1, "b": [true]}') == json_content(b'{ "b":[true],\n "a":1 }')
+
+
+def _captured(view: _View) -> EnvironmentState:
+    from dataclasses import replace
+
+    from suite.file_identity import file_identity
+
+    return replace(_before(view), current_identity=file_identity(view.folder.current_path))
+
+
+NEXT = b'{"active_version": 4, "run_id": "s", "alias": "A"}\n'
+
+
+def test_current_json_rewritten_in_place_is_reported(view):
+    before = _captured(view)
+    with open(view.folder.current_path, "r+b") as out:  # truncate + write: the seed's way
+        out.truncate()
+        out.write(NEXT)
+    found = InvariantChecker._written_atomically(view, before)
+    assert len(found) == 1 and "is the same file" in found[0] and "os.replace()" in found[0], found
+
+
+def test_current_json_replaced_is_not_reported_even_when_its_inode_number_comes_back(view):
+    """Temp file + os.replace twice: on ext4 the second temporary file usually gets the first
+    file's freed inode number. It is a new file, not the old one rewritten: never reported."""
+    import os
+
+    from suite.files import atomic_write
+
+    for attempt in range(100):  # another process on the machine may take the freed number first
+        before = _captured(view)
+        atomic_write(view.folder.current_path, NEXT)
+        atomic_write(view.folder.current_path, NEXT + b" " * (attempt + 1))
+        if os.stat(view.folder.current_path).st_ino == before.current_identity.inode:
+            break
+    else:
+        pytest.skip("this filesystem never gave the inode number back: the case cannot be made here")
+    assert InvariantChecker._written_atomically(view, before) == []
+
+
+def test_file_identity_tells_a_kept_file_from_a_new_one_with_its_number():
+    from suite.file_identity import FileIdentity
+
+    kept = FileIdentity(7, 100)
+    assert kept.same_file_as(FileIdentity(7, 100)) is True
+    assert kept.same_file_as(FileIdentity(7, 200)) is False  # the number reused by a new file
+    assert kept.same_file_as(FileIdentity(8, 100)) is False
+    assert kept.same_file_as(FileIdentity(7, None)) is None  # no birth times: cannot tell
+
+
+def test_without_birth_times_a_kept_inode_is_reported_saying_it_cannot_be_sure(view, monkeypatch):
+    import suite.invariants as invariants
+    from suite.file_identity import FileIdentity, file_identity
+
+    def no_birth_times(path):
+        found = file_identity(path)
+        return found and FileIdentity(found.inode, None)
+
+    monkeypatch.setattr(invariants, "file_identity", no_birth_times)
+    before = invariants.EnvironmentState(
+        **{**_before(view).__dict__, "current_identity": no_birth_times(view.folder.current_path)}
+    )
+    with open(view.folder.current_path, "r+b") as out:
+        out.truncate()
+        out.write(NEXT)
+    (found,) = InvariantChecker._written_atomically(view, before)
+    assert "records no birth times" in found and "rewritten in place" in found

@@ -176,6 +176,9 @@ def test_docker_stack_builds_one_triton_per_env_without_an_engine(tmp_path, monk
     ports = [p for found in ports for p in found]
     assert len(ports) == len(set(ports)) == 7  # 3 per Triton + MLflow, none shared
     stack.stop()  # nothing started: nothing to remove, and no engine is asked
+    stack = dk.DockerStack(tmp_path, ["dev"], dk.Images(), "r2-main", triton_args=["--disable-auto-complete-config"])
+    assert "--disable-auto-complete-config" in stack._server("dev").container._command[2]
+    stack.stop()
 
 
 def test_image_choice_option_beats_manifest_beats_default(tmp_path):
@@ -206,6 +209,14 @@ def test_triton_command_loads_exactly_the_committed_models(tmp_path):
     assert [a for a in args if a.startswith("--load-model")] == ["--load-model=best_model", "--load-model=third"]
     assert "--model-control-mode=explicit" in args and f"--model-repository={repo}" in args
     assert "--http-address=127.0.0.1" in args and "--http-port=18000" in args and "--metrics-port=18002" in args
+    assert "--disable-auto-complete-config" not in args
+
+    # The platform's own options (manifest `triton.args`) reach the server as single arguments.
+    argv = dk.triton_command(18000, 18001, 18002, str(repo), ["--disable-auto-complete-config", "--log-tag=a b"])
+    out = subprocess.run(argv, capture_output=True, text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
+    args = out.stdout.splitlines()
+    assert "--disable-auto-complete-config" in args and "--log-tag=a b" in args
+    assert args[-2:] == ["--load-model=best_model", "--load-model=third"]
 
 
 class _FakeTriton:
@@ -667,7 +678,7 @@ def running_platform(tmp_path_factory):
 
     reference = load_platform(default_platform_path())
     golden = load_golden(reference.golden_path())
-    stack = LocalStack(tmp_path_factory.mktemp("running"), reference.environments).start()
+    stack = LocalStack(tmp_path_factory.mktemp("running"), reference.environments, reference.spec.triton.args).start()
     try:
         stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
         for name, environment in stack.environments.items():
@@ -847,7 +858,7 @@ class WorkdirTarget:
         return None
 
     def start_stack(self, platform, workdir):
-        stack = LocalStack(workdir / "own", platform.environments).start()
+        stack = LocalStack(workdir / "own", platform.environments, platform.spec.triton.args).start()
         (workdir / "started-by-the-new-target").write_text("yes")
         return stack
 

@@ -186,7 +186,7 @@ def measure_stages(workdir: Path, repeats: int) -> Dict[str, Dict[str, List[floa
     golden = load_golden(platform.golden_path())
     model = platform.model.name
     measured: Dict[str, Dict[str, List[float]]] = {"suite": {s: [] for s in STAGES}, "floor": {s: [] for s in STAGES}}
-    with LocalStack(workdir, ["bench"]) as stack:
+    with LocalStack(workdir, ["bench"], platform.spec.triton.args) as stack:
         measured["stack_start_s"] = stack.timings["stack"]  # type: ignore[assignment]
         env = stack.environments["bench"]
         registry = stack.registry()

@@ -41,7 +41,7 @@ def running_platform(workdir: Path) -> Iterator[Path]:
     reference_path = default_platform_path()
     reference = load_platform(reference_path)
     golden = load_golden(reference.golden_path())
-    stack = LocalStack(workdir / "stack", reference.environments).start()
+    stack = LocalStack(workdir / "stack", reference.environments, reference.spec.triton.args).start()
     try:
         stack.registry().register_onnx(reference.model.name, build_onnx("v1"), alias=reference.model.alias)
         for environment in stack.environments.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -104,16 +105,19 @@ def triton_image(tag_or_image: str) -> str:
     return f"nvcr.io/nvidia/tritonserver:{tag_or_image}"
 
 
-def triton_command(http: int, grpc: int, metrics: int, load_from: str = MODELS_DIR) -> List[str]:
-    """Explicit model control on 127.0.0.1 ports (host networking); at every (re)start load the
-    models with a `current.json`, as the embedded server and a restarted pod do (a fixed
-    --load-model list would go stale after deploys)."""
+def triton_command(
+    http: int, grpc: int, metrics: int, load_from: str = MODELS_DIR, extra_args: Sequence[str] = ()
+) -> List[str]:
+    """Explicit model control on 127.0.0.1 ports (host networking), plus the platform's own
+    options (manifest `triton.args`); at every (re)start load the models with a `current.json`, as
+    the embedded server and a restarted pod do (a fixed --load-model list would go stale after deploys)."""
     server = (
         "exec tritonserver --model-repository=" + load_from + " --model-control-mode=explicit"
         " --exit-on-error=false --metrics-interval-ms=500"
         f" --http-address=127.0.0.1 --http-port={http} --grpc-address=127.0.0.1 --grpc-port={grpc}"
         f" --metrics-address=127.0.0.1 --metrics-port={metrics}"
     )
+    server += "".join(" " + shlex.quote(arg) for arg in extra_args)
     committed = (
         f'for d in {load_from}/*/; do [ -f "$d/current.json" ] && set -- "$@" "--load-model=$(basename "$d")"; done; '
     )
@@ -233,6 +237,7 @@ class ContainerPlan:
     workdir: Path
     images: Images = field(default_factory=Images)
     api_version: str = DOCKER_API_VERSION
+    triton_args: Sequence[str] = ()  # the platform's own tritonserver options (manifest `triton.args`)
 
     def labels(self, role: str, env: Optional[str] = None) -> Dict[str, str]:
         labels = {f"{LABEL_PREFIX}.run-id": self.run_id, f"{LABEL_PREFIX}.role": role}
@@ -265,7 +270,7 @@ class ContainerPlan:
     def triton(self, env: str, repository: Path) -> "tuple[DockerContainer, TritonEndpoints]":
         container = self._container(self.images.triton, "triton", env)
         http, grpc, metrics = free_ports(3)
-        container.with_command(triton_command(http, grpc, metrics))
+        container.with_command(triton_command(http, grpc, metrics, extra_args=self.triton_args))
         # rslave: the fault scenarios mount tmpfs / read-only binds under the repository on the
         # host after the container started; without propagation the container would not see them.
         container.with_volume_mapping(str(Path(repository).resolve()), MODELS_DIR, "rw,rslave")
@@ -387,9 +392,10 @@ class DockerStack:
         images: Images,
         run_id: str,
         api_version: str = DOCKER_API_VERSION,
+        triton_args: Sequence[str] = (),
     ):
         self.workdir = Path(workdir)
-        self.plan = ContainerPlan(run_id, self.workdir, images, api_version)
+        self.plan = ContainerPlan(run_id, self.workdir, images, api_version, tuple(triton_args))
         self.env_names: Sequence[str] = list(env_names)
         self.environments: Dict[str, Environment] = {}
         store = self.workdir / "mlflow"
@@ -522,7 +528,8 @@ class DockerTarget(TargetBase):
 
     def start_stack(self, platform: "Platform", workdir: Path) -> DockerStack:
         images = Images.choose(platform.spec.images, self.options.triton_image)
-        stack = DockerStack(workdir, platform.environments, images, new_run_id(os.environ.get("PYTEST_XDIST_WORKER")))
+        run_id = new_run_id(os.environ.get("PYTEST_XDIST_WORKER"))
+        stack = DockerStack(workdir, platform.environments, images, run_id, triton_args=platform.spec.triton.args)
         try:
             return stack.start()
         except GateError:

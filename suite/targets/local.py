@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar, Dict, Iterable, List, Optional
+from typing import ClassVar, Dict, Iterable, List, Optional, Sequence
 
 from suite import monitoring_stack
 from suite.environment import Environment
@@ -32,7 +32,7 @@ class LocalTarget(TargetBase):
     def start_stack(self, platform: Platform, workdir: Path) -> "LocalStack":
         from suite import reference_model
 
-        stack = LocalStack(workdir, platform.environments)
+        stack = LocalStack(workdir, platform.environments, platform.spec.triton.args)
         prefetch = ThreadPoolExecutor(max_workers=1)
         prefetch.submit(reference_model.build_all)  # builds the models while the servers start
         prefetch.shutdown(wait=False)
@@ -45,9 +45,10 @@ class LocalTarget(TargetBase):
 class LocalStack:
     """Everything on 127.0.0.1, free ports, one process group per server, logs under `workdir`."""
 
-    def __init__(self, workdir: Path, env_names: Iterable[str]):
+    def __init__(self, workdir: Path, env_names: Iterable[str], triton_args: Sequence[str] = ()):
         self.workdir = Path(workdir)
         self.env_names: List[str] = list(env_names)
+        self.triton_args = list(triton_args)
         self.mlflow = MlflowServer(self.workdir / "mlflow")
         self.runtime = TritonRuntime(self.workdir / "tritonserver")
         self.environments: Dict[str, Environment] = {}
@@ -61,7 +62,9 @@ class LocalStack:
 
     def extra_environment(self, name: str, repository: Path) -> Environment:
         """One more Triton on its own repository (a fault's small filesystem); the caller stops it."""
-        server = TritonServer(name, self.runtime, repository, self.workdir / "logs" / f"triton-{name}.log")
+        server = TritonServer(
+            name, self.runtime, repository, self.workdir / "logs" / f"triton-{name}.log", extra_args=self.triton_args
+        )
         server.start()
         return Environment.serving(name, repository, server)
 
@@ -71,7 +74,11 @@ class LocalStack:
         self.runtime.prepare()
         servers = {
             name: TritonServer(
-                name, self.runtime, self.repository_root / name, self.workdir / "logs" / f"triton-{name}.log"
+                name,
+                self.runtime,
+                self.repository_root / name,
+                self.workdir / "logs" / f"triton-{name}.log",
+                extra_args=self.triton_args,
             )
             for name in self.env_names
         }
