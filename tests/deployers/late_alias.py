@@ -93,11 +93,15 @@ def clear_failed_candidate(committed, failed):
         print(f"could not clear the failed candidate: {exc}")
 
 
-def write_json(path, body):
+def write_atomically(path, text):
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as out:
-        json.dump(body, out, indent=1, sort_keys=True)
+        out.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path, body):
+    write_atomically(path, json.dumps(body, indent=1, sort_keys=True))
 
 
 def deploy():
@@ -150,7 +154,7 @@ def deploy():
         os.rename(target, failed)
         print(f"kept v{version} as {failed.name}")
         return 1
-    (FOLDER / "config.pbtxt").write_text(text_format.MessageToString(live))
+    write_atomically(FOLDER / "config.pbtxt", text_format.MessageToString(live))
     recorded = which_version()  # what the alias points at now, for the record
     write_json(
         current_path,
