@@ -42,11 +42,17 @@ system-packages:
 
 # TARGET=docker: the same stack as real containers. Installs Debian's docker.io and starts dockerd
 # when no engine answers (stopped at the end), builds the missing images, removes its containers.
+# On the embedded stack the scenarios run in GATE_WORKERS pytest-xdist workers, each with its own
+# stack and ports (one report for the run): 2 where the machine has 2 cores or more, where one
+# worker's waits (loads, alert windows) overlap the other's work. GATE_WORKERS=0: one process.
 TARGET ?= local
+GATE_WORKERS ?= $(shell [ "$$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 0)
 gate: setup
 ifeq ($(TARGET),docker)
 	$(PY) -m suite.targets.engine run --images deploy/platform.yaml -- \
 	  $(PY) -m pytest scenarios --target docker $(PYTEST_ARGS)
+else ifeq ($(TARGET),local)
+	$(PY) -m pytest scenarios --target local -n $(GATE_WORKERS) $(PYTEST_ARGS)
 else
 	$(PY) -m pytest scenarios --target $(TARGET) $(PYTEST_ARGS)
 endif
@@ -79,7 +85,8 @@ lint: setup
 BENCH_ARGS ?=
 CI_TIMING := $(wildcard reports/out/ci-timing.json)
 bench: setup
-	$(PY) -m tools.bench --readme README.md $(if $(CI_TIMING),--ci-timing $(CI_TIMING)) $(BENCH_ARGS)
+	$(PY) -m tools.bench --readme README.md --gate-args "scenarios -n $(GATE_WORKERS)" \
+	  $(if $(CI_TIMING),--ci-timing $(CI_TIMING)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) reports/out build *.egg-info

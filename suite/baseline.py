@@ -25,7 +25,7 @@ from suite.checks import check_serves_committed
 from suite.errors import GateError
 from suite.golden import GoldenSet
 from suite.model_repo import LOCK_FILE, ModelFolder, tree_digest
-from suite.timings import MODEL_LOAD_S, RELOAD_READY_S, SERVER_READY_S
+from suite.timings import BASELINE_READY_S, MODEL_LOAD_S, RELOAD_READY_S, SERVER_READY_S
 from suite.waiting import WaitTimeout
 
 
@@ -205,7 +205,7 @@ class Baseline:
                     environment.triton.unload(stray)
                 environment.triton.load(self.model)  # from disk: the saved config and version
                 environment.triton.wait_version_ready(self.model, version, timeout_s=RELOAD_READY_S)
-                environment.triton.wait_server_ready(SERVER_READY_S)
+                environment.triton.wait_server_ready(BASELINE_READY_S)
                 if not self._triton_differences(environment, version):
                     return
             except GateError:  # WaitTimeout included

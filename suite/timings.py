@@ -13,6 +13,11 @@ from __future__ import annotations
 # Triton answers 400 on /v2/health/ready while any model loads or unloads (Triton issue #7014),
 # e.g. for ~1.5 s after a deploy: allow it to settle, no longer.
 SERVER_READY_S = 10.0
+# Restoring a baseline: the model is READY again, yet the server may stay not-ready for good (a
+# load that failed under any name keeps /v2/health/ready at 400 until Triton restarts). Wait this
+# long for versions still unloading (the embedded Python backend waits 1 s per instance), then
+# restart, as a pod would be: a restart took 0.24 s here, waiting out SERVER_READY_S 10 s.
+BASELINE_READY_S = 2.5
 # A version reloaded from disk on a running server becomes READY: the deploy path's default
 # --ready-timeout.
 RELOAD_READY_S = 30.0

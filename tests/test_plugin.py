@@ -172,6 +172,39 @@ def test_a_baseline_that_cannot_be_restored_errors_the_scenario_with_the_reason(
     )
 
 
+UNREADY_AFTER_A_FAILED_LOAD = """
+import requests
+from suite import model_config
+
+seen = {}
+
+def test_first(committed, gate_envs):
+    committed("dev")
+    env = gate_envs["dev"]
+    # A load that fails under another name (a foreign deployer's candidate): Triton keeps
+    # /v2/health/ready at 400 until it restarts, though the live model is READY.
+    config = model_config.read(env.repository / "best_model" / "config.pbtxt")
+    config.name = "stray_candidate"
+    try:
+        env.triton.load("stray_candidate", model_config.to_json(config), files={"file:1/model.onnx": b"garbage"})
+    except Exception:
+        pass
+    assert requests.get(env.triton.http_url + "/v2/health/ready", timeout=5).status_code == 400
+    seen["pid"] = env.server.pid
+
+def test_second(committed, gate_envs):
+    env = gate_envs["dev"]
+    assert requests.get(env.triton.http_url + "/v2/health/ready", timeout=5).status_code == 200
+    assert env.server.pid != seen["pid"], "the reset made a not-ready server ready without restarting it?"
+"""
+
+
+def test_a_server_left_unready_by_a_failed_load_is_restarted_by_the_baseline_reset(pytester):
+    pytester.makepyfile(test_unready=UNREADY_AFTER_A_FAILED_LOAD)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:randomly", timeout=240)
+    result.assert_outcomes(passed=2)
+
+
 # -- what the PostSync hook's `-m smoke` pays for --------------------------------------------------
 
 HEAVY_FOR_SMOKE = ("hypothesis", "onnx", "mlflow", "sklearn", "pandas")  # none is used by a smoke check
