@@ -133,14 +133,16 @@ def slow_onnx_for(seconds: float) -> bytes:
     session = ort.InferenceSession(build_slow_onnx(probe_matmuls), options, providers=["CPUExecutionProvider"])
     rows = _iris()[0][GOLDEN_ROWS]
     session.run(None, {"input": rows})
-    # The fastest of several runs: a run slowed by other work on the machine would calibrate a
-    # model that is too fast once the machine is idle again (seen: a "slow" model a deployer's
-    # smoke timeout accepted, under three concurrent gate sessions on 2 cores).
+    # Timed in this thread's CPU time (one intra-op thread: ONNX Runtime computes in the calling
+    # thread), the fastest of several runs. Wall time on a busy machine calibrated a model too
+    # fast once the machine was idle again: a "slow" model a deployer's 5 s smoke timeout accepted
+    # (three concurrent gate sessions on 2 cores; again with four xdist workers). CPU time here
+    # is the same busy or idle (8 matmuls: 0.073 s both; wall 0.072 idle, 0.16-0.20 s busy).
     timings = []
     for _ in range(5):
-        start = time.perf_counter()
+        start = time.thread_time()
         session.run(None, {"input": rows})
-        timings.append(time.perf_counter() - start)
+        timings.append(time.thread_time() - start)
     per_matmul = min(timings) / probe_matmuls
     return build_slow_onnx(max(1, round(seconds / per_matmul)))
 
@@ -179,7 +181,8 @@ def slow_loading_onnx_for(seconds: float) -> bytes:
     """A model whose ONNX Runtime session takes about `seconds` to set up on this machine.
 
     Set-up time grows faster than the node count (about n^1.4 here), so two probes fit the
-    exponent; each the fastest of two, as `slow_onnx_for`: a busy machine would calibrate too few.
+    exponent; each the fastest of two in this thread's CPU time, as `slow_onnx_for`: wall time on
+    a busy machine would calibrate too few.
     """
     import math
 
@@ -191,9 +194,9 @@ def slow_loading_onnx_for(seconds: float) -> bytes:
     def setup_s(additions: int) -> float:
         timings = []
         for _ in range(2):
-            start = time.perf_counter()
+            start = time.thread_time()
             ort.InferenceSession(build_slow_loading_onnx(additions), options, providers=["CPUExecutionProvider"])
-            timings.append(time.perf_counter() - start)
+            timings.append(time.thread_time() - start)
         return min(timings)
 
     small, large = 2000, 6000

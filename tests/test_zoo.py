@@ -16,6 +16,11 @@ from tools.defects import Selection
 
 BY_NAME = {d.name: d for d in ZOO}
 JOBS = 2  # two gate runs at a time: on 2 cores one run's waits overlap the other's work
+# Each in two xdist workers, as `make gate` runs the gate (in workers, each with its own stack):
+# four workers in all, about 60% of 2 cores. The six gate runs took 510 s so, 731 s in one process
+# each (2026-11-30, the same verdicts). One-process sessions are run by the ALONE runs below, the
+# defect catalogue and the docker selection.
+WORKERS = 2
 # Scenarios run alone, each in its own gate session, for the deployers whose failures (a bad
 # version committed, leftovers) would once have cascaded into the scenarios after them.
 ALONE = [
@@ -38,13 +43,13 @@ def zoo_runs(request, tmp_path_factory):
         for item in request.session.items
         if getattr(item, "originalname", "") == "test_zoo_deployer_gets_exactly_its_expected_verdicts"
     }
-    return run_zoo([d for d in ZOO if d.name in wanted], tmp_path_factory.mktemp("zoo"), JOBS)
+    return run_zoo([d for d in ZOO if d.name in wanted], tmp_path_factory.mktemp("zoo"), JOBS, WORKERS)
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_zoo_deployer_gets_exactly_its_expected_verdicts(name, zoo_runs, tmp_path):
     if name not in zoo_runs:
-        zoo_runs.update(run_zoo([BY_NAME[name]], tmp_path, jobs=1))
+        zoo_runs.update(run_zoo([BY_NAME[name]], tmp_path, jobs=1, workers=WORKERS))
     try:
         run = zoo_runs[name].result()
     except KeyboardInterrupt:

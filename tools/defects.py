@@ -120,8 +120,11 @@ def copy_platform(source: Path, destination: Path) -> Path:
     return destination / "platform.yaml"
 
 
-def run_gate(platform: Path, selection: Selection, workdir: Path, timeout: float = GATE_TIMEOUT_S) -> GateRun:
-    """Run the gate as a user does, in a subprocess, and read its JUnit report."""
+def run_gate(
+    platform: Path, selection: Selection, workdir: Path, timeout: float = GATE_TIMEOUT_S, workers: int = 0
+) -> GateRun:
+    """Run the gate as a user does, in a subprocess, and read its JUnit report; `workers` > 0 runs
+    it in that many pytest-xdist workers, as `make gate` does."""
     workdir.mkdir(parents=True, exist_ok=True)
     junit = workdir / "junit.xml"
     argv = [
@@ -139,6 +142,7 @@ def run_gate(platform: Path, selection: Selection, workdir: Path, timeout: float
         str(workdir / "tmp"),
         "-q",
         "-rfE",
+        *(["-n", str(workers)] if workers else []),
     ]
     begin = time.perf_counter()
     try:

@@ -271,22 +271,23 @@ class ZooRun:
         return counts
 
 
-def run_deployer(deployer: ZooDeployer, workdir: Path, selection: Selection = SELECTION) -> ZooRun:
+def run_deployer(deployer: ZooDeployer, workdir: Path, selection: Selection = SELECTION, workers: int = 0) -> ZooRun:
     from tools.defects import run_gate
 
     workdir.mkdir(parents=True, exist_ok=True)
     manifest = deployer.write_platform(workdir / "platform")
-    gate = run_gate(manifest, selection, workdir / "run")
+    gate = run_gate(manifest, selection, workdir / "run", workers=workers)
     summary = workdir / "run" / "reports" / "latest" / "summary.json"
     verdicts = verdicts_of(summary) if summary.is_file() else {}
     return ZooRun(deployer, verdicts, gate)
 
 
-def run_zoo(deployers, workdir: Path, jobs: int = 2) -> Dict[str, Future]:
-    """Start a gate run per deployer, `jobs` at a time; name -> future ZooRun."""
+def run_zoo(deployers, workdir: Path, jobs: int = 2, workers: int = 0) -> Dict[str, Future]:
+    """Start a gate run per deployer, `jobs` at a time, each in `workers` xdist workers (0: one
+    process); name -> future ZooRun."""
 
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="zoo")
-    futures = {d.name: pool.submit(run_deployer, d, Path(workdir) / d.name) for d in deployers}
+    futures = {d.name: pool.submit(run_deployer, d, Path(workdir) / d.name, SELECTION, workers) for d in deployers}
     pool.shutdown(wait=False)
     return futures
 
@@ -342,14 +343,15 @@ def report(runs: Dict[str, ZooRun]) -> str:
 
 
 def main(argv=None) -> int:
-    """`python -m tests.deployers.zoo [--runs N] [--only NAME ...]`: run the zoo, print the matrix."""
+    """`python -m tests.deployers.zoo [--runs N] [--only NAME ...] [--workers N]`: run the zoo, print the matrix."""
     import argparse
     import tempfile
 
     parser = argparse.ArgumentParser(prog="python -m tests.deployers.zoo", description=main.__doc__)
     parser.add_argument("--runs", type=int, default=1, help="run the whole zoo this many times (compared)")
     parser.add_argument("--only", nargs="*", default=[], help="deployer names")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="gate runs at a time (default 2)")
+    parser.add_argument("--workers", type=int, default=0, help="xdist workers per gate run (default 0: one process)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument(
         "--alone",
@@ -375,7 +377,7 @@ def main(argv=None) -> int:
         return 1 if any(bad.values()) else 0
     rounds = []
     for number in range(1, args.runs + 1):
-        futures = run_zoo(chosen, root / f"run-{number}", args.jobs)
+        futures = run_zoo(chosen, root / f"run-{number}", args.jobs, args.workers)
         runs = {name: future.result() for name, future in futures.items()}
         rounds.append(runs)
         print(f"## run {number}\n\n{report(runs)}\n", flush=True)
