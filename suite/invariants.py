@@ -38,7 +38,7 @@ from suite.model_repo import (
     tree_digest,
 )
 from suite.quarantine import QuarantineLayout, read_as_versions
-from suite.timings import SERVER_READY_S
+from suite.timings import DRAIN_S, SERVER_READY_S
 from suite.waiting import WaitTimeout
 
 if TYPE_CHECKING:
@@ -350,14 +350,18 @@ class InvariantChecker:
                 return [str(exc)]
             return [f"nothing is committed but Triton serves versions {ready}"] if ready else []
         problems = check_serves_committed(view.triton, view.folder, self.golden, expected_version=version)
+        draining = view.triton.wait_drained(DRAIN_S)
         try:
             view.triton.wait_server_ready(SERVER_READY_S)
         except WaitTimeout:
             # A readiness probe on /v2/health/ready would take the pod out of its Service.
-            problems.append(
-                f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_S:.0f} s "
-                f"(a model in a failed state keeps the whole server unready)"
-            )
+            if not view.triton.live():
+                why = "(it does not answer /v2/health/live either: the server died or hangs; see its log)"
+            elif draining:
+                why = f"(versions Triton still held without serving them after {DRAIN_S:.0f} s: {', '.join(draining)})"
+            else:
+                why = "(a model in a failed state keeps the whole server unready)"
+            problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_S:.0f} s {why}")
         return problems
 
     def _untouched(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:

@@ -13,6 +13,11 @@ from __future__ import annotations
 # Triton answers 400 on /v2/health/ready while any model loads or unloads (Triton issue #7014),
 # e.g. for ~1.5 s after a deploy: allow it to settle, no longer.
 SERVER_READY_S = 10.0
+# ... counted once the versions still unloading have finished their inferences (Triton unloads a
+# version only then): a slow model's smoke inference runs on after its deployer gave up, and a
+# deployer that retries queues several. Stretched by a busy machine (6 s of CPU took over 10 s
+# under four gate workers), it is the fault's doing, not a server left unready: at most this long.
+DRAIN_S = 60.0
 # Restoring a baseline: the model is READY again, yet the server may stay not-ready for good (a
 # load that failed under any name keeps /v2/health/ready at 400 until Triton restarts). Wait this
 # long for versions still unloading (the embedded Python backend waits 1 s per instance), then

@@ -106,6 +106,40 @@ class TritonControl:
             self.ready, timeout_s=timeout_s, interval_s=0.1, awaiting=f"{self.http_url}/v2/health/ready to answer 200"
         )
 
+    def draining(self) -> List[str]:
+        """Model versions Triton still holds but no longer serves, as "model vN": an unload waits
+        for the version's in-flight inferences (a slow model's can run on for seconds after its
+        client gave up), and /v2/health/ready answers 400 meanwhile. Seen in the metrics, which
+        list a loaded version, API-loaded ones too, until it is gone; the repository index lists
+        only models with a folder. A version that failed to load is not listed. Empty without a
+        metrics URL or an answer."""
+        if not self.metrics_url:
+            return []
+        try:
+            samples = self.metrics().samples
+        except Exception:  # noqa: BLE001 - a dead or busy server: readiness is judged next anyway
+            return []
+        held = {
+            (labels["model"], labels["version"])
+            for name, labels, _ in samples
+            if name == "nv_inference_count" and labels.get("version", "").isdigit()
+        }
+        return sorted(f"{m} v{v}" for m, v in held if not self.model_ready(m, int(v)))
+
+    def wait_drained(self, timeout_s: float) -> List[str]:
+        """Wait until no version is draining (`draining`); what still is when `timeout_s` ran out."""
+        try:
+            wait_for(
+                self.draining,
+                timeout_s=timeout_s,
+                interval_s=0.2,
+                until=lambda found: not found,
+                awaiting=f"the versions unloading on {self.http_url} to finish their inferences",
+            )
+        except WaitTimeout as timeout:
+            return timeout.last_value or []
+        return []
+
     def wait_model_ready(self, model: str, version: int, timeout_s: float) -> None:
         """Wait for one model version's readiness (also for models outside the repository)."""
         try:
