@@ -69,10 +69,14 @@ smoke: setup
 
 # Our tests include real containers (tests/test_docker_target.py, the gate image as the PostSync
 # hook): under an engine session like `make gate TARGET=docker`; without Docker they skip, saying why.
+# They run in TEST_WORKERS xdist workers: most of them wait (servers, alert windows, gate runs), so
+# on 2 cores 3 workers overlap the waits. Each file runs whole in one worker (its costly fixtures
+# built once), the longest files first (tests/scheduling.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= $(shell cores=$$(nproc 2>/dev/null || echo 1); echo $$(( cores >= 2 ? 2 : 0 )))
 test: setup lint
 	$(PY) -m suite.targets.engine run --optional --images deploy/platform.yaml \
 	  --only triton mlflow prometheus alertmanager gate -- \
-	  $(PY) -m pytest tests scenarios $(PYTEST_ARGS)
+	  $(PY) -m pytest tests scenarios -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # ruff, with the project's line length (pyproject.toml): lint errors and unformatted files fail.
 lint: setup

@@ -9,6 +9,7 @@ import pytest
 
 from suite.platform import REFERENCE_DIR
 from tests.defects import CATALOGUE
+from tests.scheduling import whole_module_here
 from tools.defects import Defect, DefectRunner, GateRun, Selection, judge, read_junit
 
 BY_ID = {d.id: d for d in CATALOGUE}
@@ -32,8 +33,9 @@ def defect_runs(request, tmp_path_factory):
         for item in request.session.items
         if hasattr(item, "callspec") and "defect_id" in item.callspec.params
     ]
-    # Under xdist each worker runs only some tests: run lazily there rather than everything twice.
-    wanted = [] if hasattr(request.config, "workerinput") else [d for d in selected if not BY_ID[d].known_gap]
+    # Under xdist a worker may run only some of these tests: run lazily there rather than everything in
+    # every worker, unless the whole module is this worker's (`make test`'s `--dist loadfile`).
+    wanted = [d for d in selected if not BY_ID[d].known_gap] if whole_module_here(request.config) else []
     runner = DefectRunner(CATALOGUE, REFERENCE_DIR, tmp_path_factory.mktemp("defects"), jobs=JOBS).start(wanted)
     yield runner
     runner.close()

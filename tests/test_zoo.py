@@ -35,8 +35,10 @@ ALONE = [
 def zoo_runs(request, tmp_path_factory):
     """Every selected deployer's gate run, started together (JOBS at a time) when first needed."""
     if hasattr(request.config, "workerinput"):
-        # Under xdist each worker runs only some of these tests: one gate run per test, in its
-        # worker, rather than every deployer in every worker (the workers are the parallelism).
+        # Under xdist: one gate run per test, in its worker, rather than every deployer in every
+        # worker. Also when the whole file is this worker's (`make test`): the other workers'
+        # tests are the parallelism there, and two zoo runs beside them would load 2 cores past
+        # what the zoo's verdicts were measured under.
         return {}
     wanted = {
         item.callspec.params["name"]
