@@ -73,15 +73,20 @@ NO_MOUNT_NAMESPACE = ["unshare", "--user", "--map-root-user", "bash", "-c"]  # r
     "wrapper, reason",
     [
         (NO_CAP_SYS_ADMIN, "they need CAP_SYS_ADMIN, which this root process does not have"),
-        (NO_MOUNT_NAMESPACE, "mount is refused here: mount: /tmp/gate-mount-probe-"),
+        (NO_MOUNT_NAMESPACE, "mount is refused here: mount: {temp}/gate-mount-probe-"),
     ],
     ids=["no-cap-sys-admin", "mount-refused"],
 )
-def test_root_that_may_not_mount_is_told_why(wrapper, reason):
+def test_root_that_may_not_mount_is_told_why(wrapper, reason, tmp_path):
     probe = f"{sys.executable} -c 'from suite.faults import mount_faults_unavailable as m; print(m())'"
-    seen = subprocess.run([*wrapper, probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert reason in seen.stdout, seen.stdout + seen.stderr
-    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if "gate-mount-probe" in line]
+    # The probe's own temp folder: under xdist (`make test`) other tests' gates probe in /tmp meanwhile.
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    seen = subprocess.run([*wrapper, probe], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert reason.format(temp=temp) in seen.stdout, seen.stdout + seen.stderr
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if str(temp) in line]
+    assert list(temp.iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping the right to mount is only meaningful for root")

@@ -207,8 +207,11 @@ def test_the_watchdog_undoes_a_faults_mounts_when_the_gate_dies(tmp_path, fault)
         "import time\nfrom pathlib import Path\n"
         f"folder = Path({str(point)!r})\n" + textwrap.dedent(FAULT_IN_PROGRESS[fault])
     )
-    staging_before = set(Path("/tmp").glob("gate-read-only-*"))
-    proc = subprocess.Popen([sys.executable, str(gate)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    # The gate's own temp folder: under xdist (`make test`) other tests' gates stage their faults in /tmp meanwhile.
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    proc = subprocess.Popen([sys.executable, str(gate)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
         assert proc.stdout.readline().strip() == "mounted"
         assert _mounted(point)
@@ -219,7 +222,7 @@ def test_the_watchdog_undoes_a_faults_mounts_when_the_gate_dies(tmp_path, fault)
             time.sleep(0.1)
         assert not _mounted(point), f"the {fault} outlived the SIGKILLed gate"
         time.sleep(0.5)
-        assert set(Path("/tmp").glob("gate-read-only-*")) == staging_before, "the staging folder was left"
+        assert list(temp.iterdir()) == [], "the staging folder was left"
     finally:
         if _mounted(point):
             subprocess.run(["umount", "-l", str(point)])

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
@@ -44,6 +44,7 @@ WATCHED_FOLDERS = (Path("/tmp"), Path("/run"))
 TRITON_CRASH_LEFTOVERS = re.compile(r"^/tmp/(python_env_|folder)[A-Za-z0-9]{6}$")
 SESSION_TIMEOUT_S = 3600
 CLEANUP_S = 15.0  # a killed session's watchdog: SIGTERM, 2 s grace, SIGKILL, unmount
+LEFTOVER_S = 30.0  # a new mount or /tmp entry still there this long after is left behind (_still_new)
 
 
 @dataclass
@@ -171,6 +172,21 @@ def _entries() -> Set[str]:
     return {str(folder / name) for folder in WATCHED_FOLDERS if folder.is_dir() for name in os.listdir(folder)}
 
 
+def _still_new(*new_since_before: Callable[[], Set[str]]) -> List[Set[str]]:
+    """What is new and stays new for LEFTOVER_S: other gates on the machine (other tests, under
+    `make test`'s xdist) mount and stage their own faults meanwhile, each for one scenario; nobody
+    removes what the sessions left. Triton's own crash leftovers are counted apart, not waited for."""
+    first = [new() for new in new_since_before]
+    current = first
+    deadline = time.monotonic() + LEFTOVER_S
+    while any(e for found in current for e in found if not TRITON_CRASH_LEFTOVERS.match(e)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        current = [new() & was for new, was in zip(new_since_before, first)]
+    return current
+
+
 def _still_there(seen: Set[Tuple[int, float]]) -> List[str]:
     left = []
     for pid, started in seen:
@@ -260,7 +276,7 @@ def run_trial(
     settle = time.monotonic() + CLEANUP_S  # a killed session's watchdog is still at work
     while time.monotonic() < settle and (_still_there(seen) or _tagged_by(gate_pids)):
         time.sleep(0.5)
-    new_entries = _entries() - entries_before
+    leftover_mounts, new_entries = _still_new(lambda: _mounts() - mounts_before, lambda: _entries() - entries_before)
     for session in started:
         session.result.processes_seen = len(session.seen)
         summary = session.summary()
@@ -275,7 +291,7 @@ def run_trial(
         together_s=together_s,
         sessions=[s.result for s in started],
         leftover_processes=sorted(set(_still_there(seen)) | set(_tagged_by(gate_pids))),
-        leftover_mounts=sorted(m for m in _mounts() - mounts_before),
+        leftover_mounts=sorted(leftover_mounts),
         leftover_temporary=sorted(e for e in new_entries if not TRITON_CRASH_LEFTOVERS.match(e)),
         triton_crash_leftovers=sum(1 for e in new_entries if TRITON_CRASH_LEFTOVERS.match(e)),
     )
