@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
-from suite.checks import check_serves_committed
+from suite.checks import check_server_ready, check_serves_committed
 from suite.errors import GateError
 from suite.golden import GoldenSet
 from suite.model_repo import LOCK_FILE, ModelFolder, tree_digest
 from suite.timings import BASELINE_READY_S, MODEL_LOAD_S, RELOAD_READY_S, SERVER_READY_S
-from suite.waiting import WaitTimeout
 
 
 class BaselineError(GateError):
@@ -172,11 +171,7 @@ class Baseline:
         """The committed version is served exactly, answers golden, and the server is ready."""
         folder = ModelFolder(environment.repository, self.model)
         problems = check_serves_committed(environment.triton, folder, self.golden, expected_version=version)
-        try:
-            environment.triton.wait_server_ready(SERVER_READY_S)
-        except WaitTimeout:
-            problems.append(f"Triton's /v2/health/ready answers not-ready after {SERVER_READY_S:.0f} s")
-        return problems
+        return problems + check_server_ready(environment.triton, SERVER_READY_S)
 
     def _reset(self, name: str, environment) -> Path:
         """Put the saved repository back and make Triton serve it; what was there is kept aside.
@@ -205,8 +200,9 @@ class Baseline:
                     environment.triton.unload(stray)
                 environment.triton.load(self.model)  # from disk: the saved config and version
                 environment.triton.wait_version_ready(self.model, version, timeout_s=RELOAD_READY_S)
-                environment.triton.wait_server_ready(BASELINE_READY_S)
-                if not self._triton_differences(environment, version):
+                # A version whose load failed keeps the server unready: restart at once.
+                failed = environment.triton.wait_ready_or_failed(BASELINE_READY_S)
+                if not failed and not self._triton_differences(environment, version):
                     return
             except GateError:  # WaitTimeout included
                 pass  # a server in a failed state: restart it, as a pod would be

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from suite.errors import GateError
 from suite.golden import GoldenSet
 from suite.model_repo import LOCK_FILE, ModelFolder, tree_digest
 from suite.triton_client import TritonControl
+from suite.waiting import WaitTimeout
 
 
 def check_serves_committed(
@@ -46,6 +47,26 @@ def check_serves_committed(
     except GateError as exc:
         problems.append(str(exc))
     return problems
+
+
+def check_server_ready(triton: TritonControl, timeout_s: float, explain: Callable[[], str] = str) -> List[str]:
+    """/v2/health/ready answers 200 within `timeout_s`. Judged at once when a version whose load
+    failed shows: it keeps the server unready until the model loads or Triton restarts.
+    `explain()` says why, when the wait ran out."""
+    try:
+        failed = triton.wait_ready_or_failed(timeout_s)
+    except WaitTimeout:
+        why = explain()
+        return [
+            f"Triton's /v2/health/ready still answers not-ready after {timeout_s:.0f} s" + (f" {why}" if why else "")
+        ]
+    if not failed:
+        return []
+    reasons = "; ".join(f.splitlines()[0][:300] for f in failed)  # Triton's reason ends in a traceback
+    return [
+        "Triton's /v2/health/ready answers not-ready, and will until these load or Triton restarts (a "
+        f"version whose load failed keeps the whole server unready): {reasons}"
+    ]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Union
 
 from suite import model_config
-from suite.checks import EnvironmentSnapshot, check_serves_committed, snapshot
+from suite.checks import EnvironmentSnapshot, check_server_ready, check_serves_committed, snapshot
 from suite.environment import Environment
 from suite.errors import GateError
 from suite.file_identity import FileIdentity, file_identity
@@ -39,7 +39,6 @@ from suite.model_repo import (
 )
 from suite.quarantine import QuarantineLayout, read_as_versions
 from suite.timings import DRAIN_S, SERVER_READY_S
-from suite.waiting import WaitTimeout
 
 if TYPE_CHECKING:
     from suite.deployers import DeployOutcome
@@ -351,18 +350,21 @@ class InvariantChecker:
             return [f"nothing is committed but Triton serves versions {ready}"] if ready else []
         problems = check_serves_committed(view.triton, view.folder, self.golden, expected_version=version)
         draining = view.triton.wait_drained(DRAIN_S)
-        try:
-            view.triton.wait_server_ready(SERVER_READY_S)
-        except WaitTimeout:
+
+        def explain() -> str:
             # A readiness probe on /v2/health/ready would take the pod out of its Service.
             if not view.triton.live():
-                why = "(it does not answer /v2/health/live either: the server died or hangs; see its log)"
-            elif draining:
-                why = f"(versions Triton still held without serving them after {DRAIN_S:.0f} s: {', '.join(draining)})"
-            else:
-                why = "(a model in a failed state keeps the whole server unready)"
-            problems.append(f"Triton's /v2/health/ready still answers not-ready after {SERVER_READY_S:.0f} s {why}")
-        return problems
+                return "(it does not answer /v2/health/live either: the server died or hangs; see its log)"
+            if draining:
+                return f"(versions Triton still held without serving them after {DRAIN_S:.0f} s: {', '.join(draining)})"
+            # A failed version with a folder is judged at once (check_server_ready); one loaded
+            # through the API has none, so the index cannot name it.
+            return (
+                "(a model in a failed state keeps the whole server unready; the repository index lists none, "
+                "so it was likely loaded through the API, outside the repository)"
+            )
+
+        return problems + check_server_ready(view.triton, SERVER_READY_S, explain)
 
     def _untouched(self, view: EnvironmentView, before: EnvironmentState, found: Judgement) -> None:
         """Failed before materializing: versions, quarantine and committed files as they were."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 # -- Triton ----------------------------------------------------------------------------------
 
 # Triton answers 400 on /v2/health/ready while any model loads or unloads (Triton issue #7014),
-# e.g. for ~1.5 s after a deploy: allow it to settle, no longer.
+# e.g. for ~1.5 s after a deploy: allow it to settle, no longer. Not waited out when the
+# repository index shows a version whose load failed: that keeps the server unready until the
+# model loads or Triton restarts (TritonControl.failed_versions).
 SERVER_READY_S = 10.0
 # ... counted once the versions still unloading have finished their inferences (Triton unloads a
 # version only then): a slow model's smoke inference runs on after its deployer gave up, and a
@@ -21,7 +23,8 @@ DRAIN_S = 60.0
 # Restoring a baseline: the model is READY again, yet the server may stay not-ready for good (a
 # load that failed under any name keeps /v2/health/ready at 400 until Triton restarts). Wait this
 # long for versions still unloading (the embedded Python backend waits 1 s per instance), then
-# restart, as a pod would be: a restart took 0.24 s here, waiting out SERVER_READY_S 10 s.
+# restart, as a pod would be: a restart took 0.24 s here, waiting out SERVER_READY_S 10 s. At
+# once when the index shows a version whose load failed.
 BASELINE_READY_S = 2.5
 # A version reloaded from disk on a running server becomes READY: the deploy path's default
 # --ready-timeout.

@@ -88,7 +88,7 @@ class TritonControl:
     def index(self) -> List[IndexEntry]:
         try:
             entries = self._client().get_model_repository_index()
-        except InferenceServerException as exc:
+        except (InferenceServerException, OSError) as exc:  # OSError: nothing listens
             raise TritonError(f"repository index of {self.http_url} failed: {exc}") from exc
         return [
             IndexEntry(
@@ -104,6 +104,35 @@ class TritonControl:
         """Wait until /v2/health/ready answers 200; WaitTimeout after `timeout_s`."""
         wait_for(
             self.ready, timeout_s=timeout_s, interval_s=0.1, awaiting=f"{self.http_url}/v2/health/ready to answer 200"
+        )
+
+    def failed_versions(self) -> List[str]:
+        """Versions whose last load failed, as "model vN: reason". Each keeps /v2/health/ready at
+        400 until the model loads successfully or Triton restarts (Triton's strict readiness, the
+        default: every version it knows must be READY or unloaded, InferenceServer::IsReady; an
+        unload does not clear it, measured on 2.51), so once one is seen the server will not
+        become ready by itself. Only models with a folder: the repository index lists no
+        API-loaded one. Empty when the index does not answer."""
+        try:
+            entries = self.index()
+        except TritonError:
+            return []
+        return [
+            f"{e.name} v{e.version}: {e.reason}"
+            for e in entries
+            if e.state == "UNAVAILABLE" and e.reason not in ("", "unloaded")
+        ]
+
+    def wait_ready_or_failed(self, timeout_s: float) -> List[str]:
+        """Wait until /v2/health/ready answers 200 (returns []) or a version whose load failed
+        shows (returns `failed_versions`: waiting on would change nothing); WaitTimeout after
+        `timeout_s` otherwise, e.g. for a failed API-loaded model the index does not list."""
+        return wait_for(
+            lambda: [] if self.ready() else (self.failed_versions() or None),
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            until=lambda found: found is not None,
+            awaiting=f"{self.http_url}/v2/health/ready to answer 200, or a version that failed to load",
         )
 
     def draining(self) -> List[str]:

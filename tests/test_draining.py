@@ -16,7 +16,10 @@ import pytest
 import requests
 
 from suite import model_config, reference_model
+from suite.checks import check_server_ready
+from suite.errors import TritonError
 from suite.triton_client import TritonControl
+from suite.waiting import WaitTimeout
 
 CANDIDATE = "drain_candidate"
 
@@ -50,12 +53,15 @@ def _load(url: str, model: bytes) -> requests.Response:
     )
 
 
+CONFIG = (
+    'platform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
+    'input [ { name: "input" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]\n'
+    'output [ { name: "label" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
+)
+
+
 def _config():
-    return model_config.parse(
-        'platform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
-        'input [ { name: "input" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]\n'
-        'output [ { name: "label" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
-    )
+    return model_config.parse(CONFIG)
 
 
 def _infer_giving_up_after(url: str, seconds: float) -> None:
@@ -92,6 +98,34 @@ def test_a_version_that_failed_to_load_is_not_draining(triton):
     assert not control.ready(), "a failed load keeps Triton not ready (Triton #7014)"
     assert control.draining() == [], "nothing to wait for: the readiness window must judge it"
     assert control.wait_drained(5.0) == []
+    assert control.failed_versions() == [], "an API-loaded model has no folder: the index cannot name it"
+
+
+def test_a_version_that_failed_to_load_from_its_folder_is_judged_at_once_and_stays_unready(triton, tmp_path):
+    # The readiness window need not run out here: the index names the failed version, and Triton
+    # stays unready until the model loads successfully or Triton restarts.
+    control = TritonControl(triton.endpoints.http, triton.endpoints.metrics)
+    folder = tmp_path / "repository" / CANDIDATE
+    (folder / "3").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(CONFIG)
+    (folder / "3" / "model.onnx").write_bytes(b"not an ONNX model")
+    with pytest.raises(TritonError):
+        control.load(CANDIDATE)
+
+    failed = control.wait_ready_or_failed(10.0)
+    assert len(failed) == 1 and failed[0].startswith(f"{CANDIDATE} v3: "), failed
+    assert "ONNX" in failed[0] or "onnx" in failed[0], f"the reason is Triton's: {failed}"
+    problems = check_server_ready(control, 10.0)
+    assert len(problems) == 1 and "until these load or Triton restarts" in problems[0], problems
+    with pytest.raises(WaitTimeout):  # nobody loads: it stays so
+        control.wait_server_ready(3.0)
+    control.unload(CANDIDATE)  # nor does unloading the model clear it (measured on 2.51)
+    assert control.wait_ready_or_failed(10.0) == failed
+
+    (folder / "3" / "model.onnx").write_bytes(reference_model.build_onnx())
+    control.load(CANDIDATE)
+    assert control.wait_ready_or_failed(10.0) == []
+    assert control.failed_versions() == []
 
 
 def test_without_metrics_nothing_is_draining():
