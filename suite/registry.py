@@ -195,12 +195,14 @@ class Registry:
         dest.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
         try:
+            # Where the version's files are, asked of this registry: MLflow resolves a
+            # `models:/<name>/<version>` URI with the process-wide registry URI whatever it is
+            # passed (ModelsArtifactRepository._get_model_uri_infos), which the last register_onnx
+            # set, maybe for a stack long stopped (seen in our tests, with several stacks in a process).
+            location = self.client.get_model_version_download_uri(name, str(version))
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}",
-                    dst_path=str(scratch),
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
+                    artifact_uri=location, dst_path=str(scratch), tracking_uri=self.tracking_uri
                 )
             )
             onnx_file = local / _onnx_filename(local)

@@ -119,3 +119,21 @@ def test_a_replaced_stage_runs_in_place_of_the_builtin_one_and_its_failure_rolls
     assert [r.outcome for r in result.rollback] == ["passed"] * 4, result.describe()
     assert folder.current_bytes() == committed_before
     assert len(folder.quarantined(version)) == 1 and result.quarantined == str(folder.quarantined(version)[0])
+
+
+def test_a_download_asks_this_registry_whatever_the_process_wide_mlflow_uris_say(
+    gate_stack, reference_versions, tmp_path
+):
+    # MLflow resolves `models:/<name>/<version>` with the process-wide registry URI, whatever it is
+    # passed. Another stack's, stopped since, once failed a deploy of our tests here (in CI).
+    import mlflow
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens there
+    mlflow.set_registry_uri("http://127.0.0.1:9")
+    try:
+        path = gate_stack.registry().download_model_file("best_model", reference_versions["v2"].version, tmp_path)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    assert path.read_bytes()[:2] and path.stat().st_size > 100, path

@@ -123,12 +123,10 @@ class FloorPath:
         scratch = Path(tempfile.mkdtemp(dir=self.repository))
 
         def materialize() -> None:
+            location = self.mlflow.get_model_version_download_uri(self.registered, str(version))
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.registered}/{version}",
-                    dst_path=str(scratch),
-                    tracking_uri=self.mlflow_uri,
-                    registry_uri=self.mlflow_uri,
+                    artifact_uri=location, dst_path=str(scratch), tracking_uri=self.mlflow_uri
                 )
             )
             (folder / str(version)).mkdir(parents=True, exist_ok=True)
